@@ -1,0 +1,177 @@
+//! The HTTP(S) edge: fetches the hosts document, bounded in time and size, with the server's
+//! certificate checked against the system roots or the operator's CA file or directory.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use url::Url;
+
+/// Redirects followed before giving up (the original's limit).
+const MAX_REDIRECTS: usize = 10;
+/// Largest document accepted: ample for 100,000 entries.
+pub const MAX_BODY_BYTES: u64 = 32 << 20;
+
+/// Where the CA certificates for HTTPS come from.
+#[derive(Clone, Debug, Default)]
+pub struct Trust<'a> {
+    /// A PEM file of CA certificates.
+    pub ca_file: Option<&'a Path>,
+    /// A directory of PEM files of CA certificates.
+    pub ca_path: Option<&'a Path>,
+}
+
+/// Fetches one URL again and again, remembering the validators of the last document so that an
+/// unchanged document costs the server a 304.
+pub struct Fetcher {
+    agent: ureq::Agent,
+    url: Url,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+/// The outcome of a fetch that worked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fetched {
+    /// A new document.
+    Document(String),
+    /// The server says the document has not changed since the last fetch.
+    Unchanged,
+}
+
+impl Fetcher {
+    /// A fetcher for `url` whose every fetch ends within `timeout`.
+    pub fn new(url: &str, trust: &Trust<'_>, timeout: Duration) -> Result<Self> {
+        let url = Url::parse(url).with_context(|| format!("`{url}` is not a valid URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            bail!("`{url}`: only http and https URLs are supported");
+        }
+        let tls = TlsConfig::builder().root_certs(root_certs(trust)?).build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .timeout_global(Some(timeout))
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .user_agent(concat!("udptun/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Ok(Self { agent, url, etag: None, last_modified: None })
+    }
+
+    /// The URL fetched.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Fetches the document, following up to ten redirects but never from https to http.
+    pub fn fetch(&mut self) -> Result<Fetched> {
+        let mut url = self.url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut request = self.agent.get(url.as_str());
+            if let Some(etag) = &self.etag {
+                request = request.header("If-None-Match", etag);
+            }
+            if let Some(date) = &self.last_modified {
+                request = request.header("If-Modified-Since", date);
+            }
+            let mut response = request.call().map_err(|e| anyhow!("{url}: {}", describe(&e)))?;
+            let status = response.status();
+            if status.is_redirection() && status.as_u16() != 304 {
+                let location = response
+                    .headers()
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .ok_or_else(|| anyhow!("{url}: HTTP {status} without a Location"))?;
+                let next =
+                    url.join(location).with_context(|| format!("{url}: bad redirect to `{location}`"))?;
+                if url.scheme() == "https" && next.scheme() != "https" {
+                    bail!("{url}: refused redirect from https to {next}");
+                }
+                url = next;
+                continue;
+            }
+            if status.as_u16() == 304 {
+                return Ok(Fetched::Unchanged);
+            }
+            if !status.is_success() {
+                bail!("{url}: HTTP {status}");
+            }
+            let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+            let (etag, last_modified) = (header("etag"), header("last-modified"));
+            let body = response
+                .body_mut()
+                .with_config()
+                .limit(MAX_BODY_BYTES)
+                .read_to_string()
+                .map_err(|e| anyhow!("{url}: {}", describe(&e)))?;
+            self.etag = etag;
+            self.last_modified = last_modified;
+            return Ok(Fetched::Document(body));
+        }
+        bail!("{}: more than {MAX_REDIRECTS} redirects", self.url)
+    }
+
+    /// Forgets the validators, so that the next fetch gets the whole document even if unchanged
+    /// (after a document that did not load).
+    pub fn forget_validators(&mut self) {
+        self.etag = None;
+        self.last_modified = None;
+    }
+}
+
+/// An error message that says plainly what went wrong, certificates above all.
+fn describe(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::BodyExceedsLimit(limit) => format!("document larger than {limit} bytes"),
+        ureq::Error::Timeout(_) => "timed out".to_string(),
+        ureq::Error::Rustls(e) => format!("TLS: {e} (certificate refused?)"),
+        other => other.to_string(),
+    }
+}
+
+fn root_certs(trust: &Trust<'_>) -> Result<RootCerts> {
+    let mut certs = Vec::new();
+    if let Some(file) = trust.ca_file {
+        certs.extend(read_pem_certs(file)?);
+    }
+    if let Some(dir) = trust.ca_path {
+        let entries = fs::read_dir(dir).with_context(|| format!("--ca-path {}", dir.display()))?;
+        let before = certs.len();
+        for entry in entries {
+            let path = entry.with_context(|| format!("--ca-path {}", dir.display()))?.path();
+            if path.is_file() {
+                // Files that hold no certificate (CRLs, READMEs) are skipped, as OpenSSL does.
+                certs.extend(read_pem_certs(&path).unwrap_or_default());
+            }
+        }
+        if certs.len() == before {
+            bail!("--ca-path {}: no PEM certificates found", dir.display());
+        }
+    }
+    if trust.ca_file.is_none() && trust.ca_path.is_none() {
+        let found = rustls_native_certs::load_native_certs();
+        certs.extend(found.certs.iter().map(|der| Certificate::from_der(der.as_ref()).to_owned()));
+        if certs.is_empty() {
+            tracing::warn!("no system CA certificates found; using the bundled Mozilla roots");
+            return Ok(RootCerts::WebPki);
+        }
+    }
+    Ok(RootCerts::Specific(Arc::new(certs)))
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>> {
+    let pem = fs::read(path).with_context(|| format!("{}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let PemItem::Certificate(cert) = item.with_context(|| format!("{}: bad PEM", path.display()))? {
+            certs.push(cert);
+        }
+    }
+    if certs.is_empty() {
+        bail!("{}: no PEM certificates found", path.display());
+    }
+    Ok(certs)
+}

@@ -1,0 +1,448 @@
+//! The UDP socket edge: batched sends with UDP GSO (`sendmmsg` + `UDP_SEGMENT`) and batched
+//! receives with UDP GRO (`recvmmsg` + `UDP_GRO`), falling back cleanly where the kernel or the
+//! path refuses them.
+//!
+//! Written against `libc` rather than `quinn-udp` because a tunnel needs other failure rules
+//! than QUIC: quinn-udp turns GSO off for good on the first EINVAL, which an oversized segment
+//! also returns, and forbids fragmentation, which would drop the large packets that the
+//! original udptun (and kernel FOU) let the kernel fragment.
+
+use std::io::{self, IoSlice};
+use std::mem::{self, MaybeUninit};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::os::fd::AsRawFd;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::batch::{self, Run};
+
+/// Socket buffer size asked for, so that bursts are absorbed instead of dropped.
+const SOCKET_BUFFER_BYTES: usize = 8 << 20;
+/// Largest payload the kernel may hand over in one GRO receive.
+pub const GRO_BUFFER_BYTES: usize = 65_536;
+/// Space for one `UDP_SEGMENT`/`UDP_GRO` control message (a u16 or int, padded).
+const CMSG_BUFFER: usize = 64;
+
+/// Opens the tunnel's UDP socket bound to `local`. An IPv6 unspecified address listens
+/// dual-stack. With `reuse_port` several sockets share the port (one per data-plane thread).
+pub fn bind(local: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(local), Type::DGRAM, Some(Protocol::UDP))?;
+    if local.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    // Try the privileged sizes first (root or CAP_NET_ADMIN may exceed rmem_max), then the
+    // ordinary ones, which the kernel caps silently.
+    let size = SOCKET_BUFFER_BYTES as i32;
+    if set_int_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
+        socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES)?;
+    }
+    if set_int_option(&socket, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
+        socket.set_send_buffer_size(SOCKET_BUFFER_BYTES)?;
+    }
+    socket.bind(&local.into())?;
+    Ok(socket)
+}
+
+/// Fails with `AddrInUse` if another process holds `local`. Sockets opened with SO_REUSEPORT by
+/// the same user would otherwise share the port silently with a second udptun.
+pub fn ensure_port_free(local: SocketAddr) -> io::Result<()> {
+    bind(local, false).map(drop)
+}
+
+/// Turns on UDP GRO; returns whether the kernel accepted it.
+pub fn enable_gro(socket: &Socket) -> bool {
+    set_int_option(socket, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok()
+}
+
+/// Whether the kernel accepts `UDP_SEGMENT` on this socket.
+pub fn supports_gso(socket: &Socket) -> bool {
+    set_int_option(socket, libc::SOL_UDP, libc::UDP_SEGMENT, 0).is_ok()
+}
+
+fn set_int_option(socket: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: a valid fd and a pointer to an int of the stated size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const i32).cast(),
+            mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Converts a peer address to what this socket sends to: IPv4 peers become v4-mapped on a
+/// dual-stack IPv6 socket.
+pub fn to_socket_family(peer: SocketAddr, socket_is_v6: bool) -> SocketAddr {
+    match peer {
+        SocketAddr::V4(v4) if socket_is_v6 => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        other => other,
+    }
+}
+
+/// The canonical form of a sender's address: v4-mapped IPv6 back to IPv4.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+/// What became of one datagram handed to [`Sender::send`].
+#[derive(Debug)]
+pub struct SendFailure {
+    /// Index of the datagram in the batch.
+    pub index: usize,
+    /// Why the kernel refused it.
+    pub error: io::Error,
+}
+
+/// Sends batches of datagrams with as few system calls as the kernel allows. One per thread.
+pub struct Sender {
+    /// Largest segment size still coalesced with GSO; 0 when GSO is off.
+    gso_limit: usize,
+    runs: Vec<Run>,
+    addresses: Vec<SockAddr>,
+    controls: Vec<[u8; CMSG_BUFFER]>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+impl Sender {
+    /// A sender that uses GSO if `gso` is true.
+    pub fn new(gso: bool) -> Self {
+        Self {
+            gso_limit: if gso { usize::MAX } else { 0 },
+            runs: Vec::new(),
+            addresses: Vec::new(),
+            controls: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Sends every datagram in `payloads` to the matching address in `destinations`, blocking
+    /// while the socket buffer is full so that nothing is dropped for lack of room. Datagrams the
+    /// kernel refuses are reported through `on_failure`; the rest of the batch still goes out.
+    pub fn send(
+        &mut self,
+        socket: &Socket,
+        datagrams: &[(SocketAddr, usize)],
+        payloads: &[IoSlice<'_>],
+        on_failure: &mut dyn FnMut(SendFailure),
+    ) {
+        batch::runs(datagrams, self.gso_limit, &mut self.runs);
+        let mut next = 0;
+        while next < self.runs.len() {
+            match self.send_runs(socket, datagrams, payloads, next) {
+                Ok(sent) => next += sent,
+                Err(error) => {
+                    let run = self.runs[next];
+                    next += 1;
+                    self.recover(socket, datagrams, payloads, run, error, on_failure);
+                }
+            }
+        }
+    }
+
+    /// One `sendmmsg` for the runs from `first` on; returns how many went out.
+    fn send_runs(
+        &mut self,
+        socket: &Socket,
+        datagrams: &[(SocketAddr, usize)],
+        payloads: &[IoSlice<'_>],
+        first: usize,
+    ) -> io::Result<usize> {
+        let runs = &self.runs[first..];
+        self.addresses.clear();
+        self.addresses.extend(runs.iter().map(|r| SockAddr::from(datagrams[r.start].0)));
+        self.controls.resize(runs.len(), [0; CMSG_BUFFER]);
+        self.headers.clear();
+        for (i, run) in runs.iter().enumerate() {
+            // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+            let mut header: libc::msghdr = unsafe { mem::zeroed() };
+            header.msg_name = self.addresses[i].as_ptr() as *mut libc::c_void;
+            header.msg_namelen = self.addresses[i].len();
+            // IoSlice is ABI-compatible with iovec; sendmsg does not write through it.
+            header.msg_iov = payloads[run.start..].as_ptr() as *mut libc::iovec;
+            header.msg_iovlen = run.count;
+            if run.count > 1 {
+                set_segment_size(&mut header, &mut self.controls[i], run.segment_size as u16);
+            }
+            self.headers.push(libc::mmsghdr { msg_hdr: header, msg_len: 0 });
+        }
+        loop {
+            // SAFETY: headers point into buffers that live until this call returns.
+            let sent = unsafe {
+                libc::sendmmsg(socket.as_raw_fd(), self.headers.as_mut_ptr(), self.headers.len() as u32, 0)
+            };
+            if sent >= 0 {
+                return Ok(sent as usize);
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+    }
+
+    /// Handles a run the kernel refused: GSO errors fall back to one datagram per send;
+    /// anything else is the datagrams' own failure.
+    fn recover(
+        &mut self,
+        socket: &Socket,
+        datagrams: &[(SocketAddr, usize)],
+        payloads: &[IoSlice<'_>],
+        run: Run,
+        error: io::Error,
+        on_failure: &mut dyn FnMut(SendFailure),
+    ) {
+        if run.count > 1 {
+            match error.raw_os_error() {
+                // The device cannot checksum-offload: no GSO at all (wireguard-go does the same).
+                Some(libc::EIO) => self.gso_limit = 0,
+                // The segment does not fit the path MTU: stop coalescing datagrams this large.
+                Some(libc::EINVAL | libc::EMSGSIZE) => {
+                    self.gso_limit = self.gso_limit.min(run.segment_size - 1)
+                }
+                _ => {}
+            }
+            let end = run.start + run.count;
+            for index in run.start..end {
+                if let Err(error) = send_one(socket, datagrams[index].0, &payloads[index]) {
+                    on_failure(SendFailure { index, error });
+                }
+            }
+        } else {
+            on_failure(SendFailure { index: run.start, error });
+        }
+    }
+}
+
+fn send_one(socket: &Socket, dest: SocketAddr, payload: &[u8]) -> io::Result<()> {
+    loop {
+        match socket.send_to(payload, &dest.into()) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn set_segment_size(header: &mut libc::msghdr, control: &mut [u8; CMSG_BUFFER], size: u16) {
+    control.fill(0);
+    header.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE of a u16 fits in CMSG_BUFFER; CMSG_FIRSTHDR is then non-null and the
+    // data pointer lies inside `control`.
+    unsafe {
+        header.msg_controllen = libc::CMSG_SPACE(mem::size_of::<u16>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(header);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+    }
+}
+
+/// One received buffer: `len` bytes from `source`, cut into datagrams of `stride` bytes (the
+/// last may be shorter) when GRO merged several.
+#[derive(Clone, Copy, Debug)]
+struct Received {
+    buffer: usize,
+    source: SocketAddr,
+    len: usize,
+    stride: usize,
+}
+
+/// Receives batches of datagrams with `recvmmsg`, GRO-merged where the kernel does so.
+pub struct Receiver {
+    buffers: Vec<Box<[u8]>>,
+    addresses: Vec<MaybeUninit<libc::sockaddr_storage>>,
+    controls: Vec<[u8; CMSG_BUFFER]>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+    received: Vec<Received>,
+}
+
+impl Receiver {
+    /// A receiver of up to `batch` buffers of `buffer_size` bytes each.
+    pub fn new(batch: usize, buffer_size: usize) -> Self {
+        Self {
+            buffers: (0..batch).map(|_| vec![0u8; buffer_size].into_boxed_slice()).collect(),
+            addresses: vec![MaybeUninit::zeroed(); batch],
+            controls: vec![[0; CMSG_BUFFER]; batch],
+            iovecs: Vec::with_capacity(batch),
+            headers: Vec::with_capacity(batch),
+            received: Vec::with_capacity(batch),
+        }
+    }
+
+    /// Blocks until at least one datagram arrives, then takes as many as are queued (up to the
+    /// batch size); [`Receiver::datagrams`] then yields them.
+    pub fn recv(&mut self, socket: &Socket) -> io::Result<()> {
+        let batch = self.buffers.len();
+        self.iovecs.clear();
+        self.iovecs.extend(
+            self.buffers
+                .iter_mut()
+                .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() }),
+        );
+        self.headers.clear();
+        for i in 0..batch {
+            // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+            let mut header: libc::msghdr = unsafe { mem::zeroed() };
+            header.msg_name = self.addresses[i].as_mut_ptr().cast();
+            header.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            header.msg_iov = &mut self.iovecs[i];
+            header.msg_iovlen = 1;
+            header.msg_control = self.controls[i].as_mut_ptr().cast();
+            header.msg_controllen = CMSG_BUFFER;
+            self.headers.push(libc::mmsghdr { msg_hdr: header, msg_len: 0 });
+        }
+        let count = loop {
+            // SAFETY: headers point into buffers owned by self that outlive the call.
+            let n = unsafe {
+                libc::recvmmsg(
+                    socket.as_raw_fd(),
+                    self.headers.as_mut_ptr(),
+                    batch as u32,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        };
+        self.received.clear();
+        for i in 0..count {
+            let header = &self.headers[i];
+            let len = header.msg_len as usize;
+            // SAFETY: zero-initialised storage the kernel may have filled further.
+            let storage = unsafe { self.addresses[i].assume_init_ref() };
+            // A datagram from a non-IP family cannot reach a UDP socket; skip it defensively.
+            let Some(source) = socket_addr(storage) else { continue };
+            let stride = gro_segment_size(&header.msg_hdr).unwrap_or(len).max(1);
+            self.received.push(Received { buffer: i, source, len, stride });
+        }
+        Ok(())
+    }
+
+    /// Iterates over the datagrams of the last receive: (source, payload).
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.received
+            .iter()
+            .flat_map(move |r| self.buffers[r.buffer][..r.len].chunks(r.stride).map(move |d| (r.source, d)))
+    }
+}
+
+/// Decodes an IPv4 or IPv6 socket address, canonical (v4-mapped addresses as IPv4).
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    let storage: *const libc::sockaddr_storage = storage;
+    // SAFETY: sockaddr_storage is large and aligned enough for either family's struct.
+    let addr = match i32::from(unsafe { (*storage).ss_family }) {
+        libc::AF_INET => {
+            let sin = unsafe { &*storage.cast::<libc::sockaddr_in>() };
+            SocketAddr::from((u32::from_be(sin.sin_addr.s_addr).to_be_bytes(), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            let sin6 = unsafe { &*storage.cast::<libc::sockaddr_in6>() };
+            SocketAddr::V6(SocketAddrV6::new(
+                sin6.sin6_addr.s6_addr.into(),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            ))
+        }
+        _ => return None,
+    };
+    Some(canonical(addr))
+}
+
+/// The `UDP_GRO` segment size the kernel attached to a receive, if any.
+fn gro_segment_size(header: &libc::msghdr) -> Option<usize> {
+    // SAFETY: the kernel wrote msg_controllen bytes of well-formed control messages.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(size).ok();
+            }
+            cmsg = libc::CMSG_NXTHDR(header, cmsg);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn loopback_pair() -> (Socket, Socket, SocketAddr) {
+        let receiver = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        receiver.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let addr = receiver.local_addr().unwrap().as_socket().unwrap();
+        let sender = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        (sender, receiver, addr)
+    }
+
+    /// Sends `sizes` as one batch, receives until all arrived, returns what arrived.
+    fn round_trip(gso: bool, gro: bool, sizes: &[usize]) -> Vec<Vec<u8>> {
+        let (tx, rx, addr) = loopback_pair();
+        if gro {
+            assert!(enable_gro(&rx));
+        }
+        let payloads: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| vec![i as u8; n]).collect();
+        let slices: Vec<IoSlice> = payloads.iter().map(|p| IoSlice::new(p)).collect();
+        let datagrams: Vec<_> = sizes.iter().map(|&n| (addr, n)).collect();
+        let mut sender = Sender::new(gso);
+        sender.send(&tx, &datagrams, &slices, &mut |f| panic!("send failed: {f:?}"));
+        let mut receiver = Receiver::new(8, GRO_BUFFER_BYTES);
+        let mut got = Vec::new();
+        while got.len() < sizes.len() {
+            receiver.recv(&rx).unwrap();
+            got.extend(receiver.datagrams().map(|(source, d)| {
+                assert_eq!(source, tx.local_addr().unwrap().as_socket().unwrap());
+                d.to_vec()
+            }));
+        }
+        assert_eq!(got, payloads);
+        got
+    }
+
+    #[test]
+    fn datagrams_arrive_whole_and_in_order_with_and_without_offloads() {
+        let sizes = [1400, 1400, 1400, 700, 64, 64, 1500, 1];
+        for (gso, gro) in [(false, false), (true, false), (false, true), (true, true)] {
+            round_trip(gso, gro, &sizes);
+        }
+    }
+
+    #[test]
+    fn a_full_gso_send_of_small_datagrams_is_split_correctly() {
+        round_trip(true, true, &[64; 200]);
+    }
+
+    #[test]
+    fn addresses_convert_between_families() {
+        let v4: SocketAddr = "192.0.2.1:7777".parse().unwrap();
+        let mapped = to_socket_family(v4, true);
+        assert_eq!(mapped.to_string(), "[::ffff:192.0.2.1]:7777");
+        assert_eq!(canonical(mapped), v4);
+        assert_eq!(to_socket_family(v4, false), v4);
+    }
+}
