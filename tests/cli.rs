@@ -1,0 +1,76 @@
+//! Start-up errors: a bad configuration is a clear message and a non-zero exit, before any
+//! device or socket exists (so these need no privileges).
+
+use std::process::{Command, Output};
+
+const UDPTUN: &str = env!("CARGO_BIN_EXE_udptun");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(UDPTUN).args(args).env_remove("RUST_LOG").output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_hosts_file_names_the_file_the_line_and_the_problem() {
+    let dir = std::env::temp_dir().join(format!("udptun-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("syntax.json", "{ nodes : {\n  \"10.0.0.1\" : { host : \"a\" },\n  \"10.0.0.2\" : { host : \"b\" ] } }", "line 3"),
+        ("key.json", "{ nodes : {\n  \"10.0.0.1\" : { host : \"127.0.0.1\" },\n  \"vps3\" : { host : \"b\" } } }", "line 3 column 3: `vps3` is not an IP address"),
+        ("port.json", "{ nodes : {\n  \"10.0.0.1\" : { host : \"127.0.0.1\", port : 99999 } } }", "line 2 column 45: `10.0.0.1`: port must be 1-65535"),
+        ("resolve.json", "{ nodes : {\n  \"10.0.0.1\" : { host : \"no-such-host.invalid\" } } }", "line 2: `10.0.0.1`: host `no-such-host.invalid` does not resolve"),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = run(&["--hosts-file", path.to_str().unwrap(), "-d", "never"]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = stderr(&out);
+        assert!(err.contains(path.to_str().unwrap()) && err.contains(expected), "{name}: {err}");
+    }
+    let missing = run(&["--hosts-file", "/nonexistent/hosts.json"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("/nonexistent/hosts.json: No such file"), "{}", stderr(&missing));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_remote_that_does_not_resolve_is_an_error() {
+    let out = run(&["-A", "no-such-host.invalid", "-d", "never"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("-A no-such-host.invalid: does not resolve"), "{}", stderr(&out));
+}
+
+#[test]
+fn exactly_one_peer_source_is_required() {
+    for args in [&[][..], &["-A", "x", "--hosts-file", "h.json"], &["--hosts-file", "h", "--hosts-url", "http://x/"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains("Usage:"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn an_unreachable_hosts_url_at_start_is_an_error() {
+    let out = run(&["--hosts-url", "http://127.0.0.1:9/hosts.json", "-d", "never"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("http://127.0.0.1:9/hosts.json"), "{}", stderr(&out));
+    let out = run(&["--hosts-url", "ftp://example.org/hosts.json"]);
+    assert!(stderr(&out).contains("only http and https"), "{}", stderr(&out));
+}
+
+#[test]
+fn help_and_version_describe_the_tool() {
+    let help = run(&["--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--local-address", "--local-port", "--remote-address", "--remote-port", "--hosts-file",
+                 "--hosts-url", "--hosts-url-interval", "--ca-file", "--ca-path", "--device", "1472"] {
+        assert!(text.contains(flag), "--help lacks {flag}");
+    }
+    let version = run(&["--version"]);
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("udptun "));
+}

@@ -1,0 +1,407 @@
+//! Test lab: network namespaces joined by a bridge, the real udptun binary running in them, and
+//! cleanup that happens even when a test fails (the `Lab` is dropped while unwinding).
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const UDPTUN: &str = env!("CARGO_BIN_EXE_udptun");
+
+static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether this machine can run namespace tests. Outside CI a missing capability skips the
+/// test with a message; in CI (CI=true) it fails, so that CI never passes without running them.
+pub fn can_run(test: &str) -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let tun = Path::new("/dev/net/tun").exists();
+    if root && tun {
+        return true;
+    }
+    let why = format!("{test}: needs root and /dev/net/tun (root: {root}, /dev/net/tun: {tun})");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}; CI must run the namespace tests");
+    }
+    eprintln!("SKIPPED {why}");
+    false
+}
+
+/// Runs a command, panicking with its output if it fails.
+pub fn sh(args: &[&str]) -> String {
+    let output = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(output.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A set of namespaces on one bridge (in a namespace of its own), torn down on drop.
+pub struct Lab {
+    pub name: String,
+    switch: String,
+    namespaces: Vec<String>,
+    daemons: Vec<Child>,
+    pub dir: PathBuf,
+    next_port: usize,
+}
+
+impl Lab {
+    /// A new empty lab; `None` (test skipped) when the machine cannot run it.
+    pub fn new(test: &str) -> Option<Lab> {
+        if !can_run(test) {
+            return None;
+        }
+        let name = format!("ut{}x{}", std::process::id(), NEXT_LAB.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(format!("udptun-{name}"));
+        fs::create_dir_all(&dir).unwrap();
+        let switch = format!("{name}-sw");
+        let mut lab = Lab { name, switch: switch.clone(), namespaces: Vec::new(), daemons: Vec::new(), dir, next_port: 0 };
+        lab.add_namespace(&switch);
+        lab.exec(&switch, &["ip", "link", "add", "br0", "type", "bridge"]);
+        lab.exec(&switch, &["ip", "link", "set", "br0", "up"]);
+        Some(lab)
+    }
+
+    fn add_namespace(&mut self, ns: &str) {
+        sh(&["ip", "netns", "add", ns]);
+        self.namespaces.push(ns.to_string());
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        // Keep router solicitations and DAD from the tests' way.
+        let _ = Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).status();
+    }
+
+    /// The namespace name of host `host`.
+    pub fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.name)
+    }
+
+    /// Adds a host on the bridge with `eth0` at `cidr` (e.g. "10.0.0.1/24"); returns its namespace.
+    pub fn host(&mut self, host: &str, cidr: &str) -> String {
+        let ns = self.ns(host);
+        self.add_namespace(&ns);
+        let port = format!("p{}", self.next_port);
+        self.next_port += 1;
+        sh(&["ip", "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &self.switch]);
+        self.exec(&self.switch.clone(), &["ip", "link", "set", &port, "master", "br0", "up"]);
+        self.exec(&ns, &["ip", "addr", "add", cidr, "dev", "eth0"]);
+        self.exec(&ns, &["ip", "link", "set", "eth0", "up"]);
+        ns
+    }
+
+    /// Adds a bare namespace (no link to the bridge) named after `host`.
+    pub fn bare_host(&mut self, host: &str) -> String {
+        let ns = self.ns(host);
+        self.add_namespace(&ns);
+        ns
+    }
+
+    /// Links two namespaces with a veth pair named `a_if` / `b_if`, addressed `a_cidr` / `b_cidr`.
+    pub fn link(&self, a: &str, a_if: &str, a_cidr: &str, b: &str, b_if: &str, b_cidr: &str) {
+        sh(&["ip", "link", "add", a_if, "netns", a, "type", "veth", "peer", "name", b_if, "netns", b]);
+        for (ns, dev, cidr) in [(a, a_if, a_cidr), (b, b_if, b_cidr)] {
+            self.exec(ns, &["ip", "addr", "add", cidr, "dev", dev]);
+            self.exec(ns, &["ip", "link", "set", dev, "up"]);
+        }
+    }
+
+    /// Runs a command in a namespace; panics if it fails; returns stdout.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Runs a command in a namespace and returns its output, whatever its status.
+    pub fn output(&self, ns: &str, args: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap()
+    }
+
+    /// Starts udptun in `ns` with `args`; stderr goes to a log file. Returns an index for
+    /// [`Lab::log`] and [`Lab::stop`].
+    pub fn udptun(&mut self, ns: &str, args: &[&str]) -> usize {
+        self.spawn(ns, &[UDPTUN], args)
+    }
+
+    /// Starts `prefix` + `args` in `ns` as a daemon of the lab.
+    pub fn spawn(&mut self, ns: &str, prefix: &[&str], args: &[&str]) -> usize {
+        let index = self.daemons.len();
+        let log = fs::File::create(self.log_path(index)).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(prefix)
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemons.push(child);
+        index
+    }
+
+    fn log_path(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("daemon-{index}.log"))
+    }
+
+    /// What daemon `index` has logged so far.
+    pub fn log(&self, index: usize) -> String {
+        fs::read_to_string(self.log_path(index)).unwrap_or_default()
+    }
+
+    /// Waits for daemon `index` to exit by itself; returns its exit code.
+    pub fn wait_exit(&mut self, index: usize, timeout: Duration) -> Option<i32> {
+        let child = &mut self.daemons[index];
+        let mut code = None;
+        wait_until(timeout, || match child.try_wait() {
+            Ok(Some(status)) => {
+                code = status.code();
+                true
+            }
+            _ => false,
+        });
+        code
+    }
+
+    /// Sends `signal` to daemon `index`.
+    pub fn signal(&self, index: usize, signal: i32) {
+        unsafe { libc::kill(self.daemons[index].id() as i32, signal) };
+    }
+
+    /// Stops daemon `index` with SIGTERM and returns its log.
+    pub fn stop(&mut self, index: usize) -> String {
+        self.signal(index, libc::SIGTERM);
+        assert!(self.wait_exit(index, Duration::from_secs(5)).is_some(), "daemon {index} did not stop");
+        self.log(index)
+    }
+
+    /// Waits until `dev` exists in `ns`.
+    pub fn wait_device(&self, ns: &str, dev: &str) {
+        let appeared = wait_until(Duration::from_secs(10), || {
+            Command::new("ip").args(["-n", ns, "link", "show", dev]).output().is_ok_and(|o| o.status.success())
+        });
+        assert!(appeared, "{dev} did not appear in {ns}; logs: {}", self.all_logs());
+    }
+
+    /// Waits for `dev` in `ns`, then addresses it with `cidr` and sets it up.
+    pub fn tunnel_up(&self, ns: &str, dev: &str, cidr: &str) {
+        self.wait_device(ns, dev);
+        self.exec(ns, &["ip", "addr", "add", cidr, "dev", dev]);
+        self.exec(ns, &["ip", "link", "set", dev, "up"]);
+    }
+
+    /// Whether `ns` can ping `addr` (3 tries, one must answer).
+    pub fn ping(&self, ns: &str, addr: &str) -> bool {
+        self.output(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "1", addr]).stdout.windows(4).any(|w| w == b" 0% " || w == b"ttl=")
+    }
+
+    /// Asserts that `ns` reaches `addr`, with logs on failure.
+    pub fn assert_ping(&self, ns: &str, addr: &str) {
+        let ok = wait_until(Duration::from_secs(5), || self.ping(ns, addr));
+        assert!(ok, "{ns} cannot ping {addr}; logs:\n{}", self.all_logs());
+    }
+
+    /// Every daemon's log, for failure messages.
+    pub fn all_logs(&self) -> String {
+        (0..self.daemons.len()).map(|i| format!("--- daemon {i}:\n{}", self.log(i))).collect()
+    }
+
+    /// Writes a file in the lab's directory and returns its path.
+    pub fn file(&self, name: &str, contents: &str) -> String {
+        let path = self.dir.join(name);
+        fs::write(&path, contents).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    /// Gives `ns` its own /etc/hosts (ip netns exec bind-mounts /etc/netns/NS/hosts).
+    pub fn etc_hosts(&self, ns: &str, contents: &str) {
+        let dir = Path::new("/etc/netns").join(ns);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("hosts"), contents).unwrap();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.daemons {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            // Deleting a namespace does not stop what runs in it.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `f` on a thread that has entered namespace `ns`; sockets it creates live there.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap();
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// One canned HTTP response.
+#[derive(Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn ok(body: &str) -> Reply {
+        Reply { status: 200, headers: vec![], body: body.as_bytes().to_vec() }
+    }
+    pub fn redirect(location: &str) -> Reply {
+        Reply { status: 302, headers: vec![("Location".into(), location.into())], body: vec![] }
+    }
+}
+
+/// A tiny HTTP/1.1 server (optionally TLS) with replies the test changes while it runs.
+pub struct HttpServer {
+    pub routes: Arc<Mutex<Vec<(String, Reply)>>>,
+    pub hits: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpServer {
+    /// Serves on `listener` (bound inside a namespace with [`in_netns`]).
+    pub fn start(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> HttpServer {
+        let routes: Arc<Mutex<Vec<(String, Reply)>>> = Arc::default();
+        let hits: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (r, h) = (routes.clone(), hits.clone());
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (r, h, tls) = (r.clone(), h.clone(), tls.clone());
+                thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    match tls {
+                        Some(config) => {
+                            let Ok(conn) = rustls::ServerConnection::new(config) else { return };
+                            let mut stream = stream;
+                            let mut tls_stream = rustls::StreamOwned::new(conn, &mut stream);
+                            serve_one(&mut tls_stream, &r, &h);
+                        }
+                        None => serve_one(&mut { stream }, &r, &h),
+                    }
+                });
+            }
+        });
+        HttpServer { routes, hits }
+    }
+
+    pub fn set(&self, path: &str, reply: Reply) {
+        let mut routes = self.routes.lock().unwrap();
+        routes.retain(|(p, _)| p != path);
+        routes.push((path.to_string(), reply));
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().iter().filter(|p| *p == path).count()
+    }
+}
+
+fn serve_one<S: Read + Write>(stream: &mut S, routes: &Mutex<Vec<(String, Reply)>>, hits: &Mutex<Vec<String>>) {
+    let mut request = Vec::new();
+    let mut byte = [0u8; 1];
+    while !request.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => request.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&request);
+    let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+    hits.lock().unwrap().push(path.clone());
+    let reply = routes.lock().unwrap().iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone());
+    let reply = reply.unwrap_or(Reply { status: 404, headers: vec![], body: b"not found".to_vec() });
+    let mut head = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", reply.status, reply.body.len());
+    for (k, v) in &reply.headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    head += "\r\n";
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&reply.body);
+    let _ = stream.flush();
+}
+
+/// Binds a TCP listener on `addr` inside `ns`.
+pub fn listen_in(ns: &str, addr: &str) -> TcpListener {
+    let addr = addr.to_string();
+    in_netns(ns, move || TcpListener::bind(addr).unwrap())
+}
+
+/// A test CA and a server certificate it signed for `names` (DNS names or IP addresses).
+pub struct TestPki {
+    pub ca_pem: String,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl TestPki {
+    pub fn new(names: &[&str]) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "udptun test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+        let server_key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let server_params = CertificateParams::new(names).unwrap();
+        let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![server_cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+            )
+            .unwrap();
+        TestPki { ca_pem: ca_cert.pem(), server: Arc::new(config) }
+    }
+}
+
+/// Connects to `addr` from inside `ns` (for checks that a server is up).
+pub fn can_connect(ns: &str, addr: &str) -> bool {
+    let addr = addr.to_string();
+    in_netns(ns, move || TcpStream::connect(addr).is_ok())
+}
