@@ -194,10 +194,16 @@ fn hosts_url_over_https_trusts_the_given_ca_and_refuses_other_names() {
     }
     let url = "https://hosts.test:8443/hosts.json";
     lab.udptun(&a, &["--hosts-url", url, "--ca-file", &ca, "-d", "udptun"]);
-    lab.udptun(&b, &["--hosts-url", url, "--ca-file", &ca, "-d", "udptun"]);
+    // b trusts the same CA through a directory (--ca-path), which also holds a non-certificate.
+    let ca_dir = lab.dir.join("ca.d");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::write(ca_dir.join("test-ca.pem"), &good.ca_pem).unwrap();
+    std::fs::write(ca_dir.join("README"), "not a certificate").unwrap();
+    lab.udptun(&b, &["--hosts-url", url, "--ca-path", ca_dir.to_str().unwrap(), "-d", "udptun"]);
     lab.tunnel_up(&a, "udptun", "192.168.100.1/24");
     lab.tunnel_up(&b, "udptun", "192.168.100.2/24");
     lab.assert_ping(&a, "192.168.100.2");
+    lab.assert_ping(&b, "192.168.100.1");
 
     // The same CA, but the URL names a host the certificate is not for.
     let refused = lab.udptun(&a, &["--hosts-url", "https://other.test:8443/hosts.json", "--ca-file", &ca, "-d", "x"]);
