@@ -147,7 +147,9 @@ fn recycle<'b>(mut slices: Vec<IoSlice<'_>>) -> Vec<IoSlice<'b>> {
 fn outbound(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -> io::Result<()> {
     let device = &queue.device;
     let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
-    let mut packets = vec![vec![0u8; MAX_PACKET]; OUTBOUND_BATCH];
+    // Zeroed allocations stay untouched (not resident) until a packet lands in them; cloning
+    // one buffer (`vec![buf; n]`) would write every byte.
+    let mut packets: Vec<Vec<u8>> = (0..OUTBOUND_BATCH).map(|_| vec![0u8; MAX_PACKET]).collect();
     let mut sizes = vec![0usize; OUTBOUND_BATCH];
     let mut datagrams: Vec<(SocketAddr, usize)> = Vec::with_capacity(OUTBOUND_BATCH);
     let mut payload_storage: Vec<IoSlice<'static>> = Vec::with_capacity(OUTBOUND_BATCH);

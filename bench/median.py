@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Median table from several peers.sh --json runs (and bench/extra.sh results), as markdown.
+
+Usage: median.py EXTRA.json RUN1.json [RUN2.json ...]
+"""
+import json
+import statistics
+import sys
+
+
+def median(values):
+    values = [v for v in values if isinstance(v, (int, float))]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, digits=2):
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def ratio(value, reference):
+    return "n/a" if value is None or not reference else f"{value / reference:.2f}x"
+
+
+def main():
+    extra = json.load(open(sys.argv[1]))
+    runs = [json.load(open(path)) for path in sys.argv[2:]]
+    kinds = []
+    for run in runs:
+        for result in run["results"]:
+            if result["kind"] not in kinds:
+                kinds.append(result["kind"])
+    duration = runs[0]["meta"].get("duration_s", 5)
+    rows = {}
+    for kind in kinds:
+        results = [r for run in runs for r in run["results"] if r["kind"] == kind]
+        cpu_per_gb = []
+        for r in results:
+            if isinstance(r.get("tun_cpu_s"), (int, float)) and r.get("tcp_gbps"):
+                cpu_per_gb.append(r["tun_cpu_s"] / (r["tcp_gbps"] * duration / 8))
+        rows[kind] = {
+            "mtu": results[0].get("mtu"),
+            "tcp": median([r.get("tcp_gbps") for r in results]),
+            "retrans": median([r.get("tcp_retrans") for r in results]),
+            "udp": median([r.get("udp_rx_kpps") for r in results]),
+            "ping": median([r.get("ping_avg_us") for r in results]),
+            "cpu": median(cpu_per_gb),
+            "ok": sum(1 for r in results if r.get("status") == "ok"),
+            "n": len(results),
+        }
+    vx = rows.get("vxlan", {})
+    meta = runs[0]["meta"]
+    print(f"Machine: {meta.get('cpus', '?')} CPUs, kernel {meta.get('kernel', '?')}, "
+          f"{meta.get('cpu_model', extra.get('cpu_model', '?'))}; {meta.get('iperf3', '')}; "
+          f"{len(runs)} runs of peers.sh ({duration} s each test), medians; generated {extra.get('date', '')}.")
+    print()
+    print("| tunnel | MTU | TCP Gbit/s | vs VXLAN | retrans | UDP 64 B kpps | vs VXLAN | ping avg µs | vs VXLAN | tunnel CPU s/GB | runs ok |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for kind, r in rows.items():
+        cpu = "kernel" if kind in ("veth", "vxlan") else fmt(r["cpu"])
+        print(f"| {kind} | {r['mtu']} | {fmt(r['tcp'])} | {ratio(r['tcp'], vx.get('tcp'))} | {fmt(r['retrans'], 0)} "
+              f"| {fmt(r['udp'], 1)} | {ratio(r['udp'], vx.get('udp'))} | {fmt(r['ping'], 0)} "
+              f"| {ratio(r['ping'], vx.get('ping'))} | {cpu} | {r['ok']}/{r['n']} |")
+    print()
+    print("udptun alone (bench/extra.sh, same machine, right after the runs above):")
+    print()
+    print("| configuration | TCP Gbit/s | RSS idle MiB | peak RSS under load MiB |")
+    print("|---|---:|---:|---:|")
+    for row in extra["rows"]:
+        print(f"| {row['label']} | {fmt(row.get('gbps'))} | {fmt(row.get('rss_idle_mib'), 1)} | {fmt(row.get('rss_peak_mib'), 1)} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Benchmarks udptun against kernel VXLAN and the user-space peers with ../shared/bench/peers.sh,
+# several runs, and writes the median table into BENCHMARKS.md (between the bench markers).
+# Needs root. Usage: bench/run.sh [RUNS]   (default 3; PEERS_SH overrides the peers.sh path)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+peers=${PEERS_SH:-../shared/bench/peers.sh}
+[ "$(id -u)" = 0 ] || { echo "bench/run.sh: needs root" >&2; exit 1; }
+[ -f "$peers" ] || { echo "bench/run.sh: $peers not found (set PEERS_SH)" >&2; exit 1; }
+
+cargo build --release --locked
+work=$(mktemp -d /tmp/udptun-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cp target/release/udptun "$work/udptun"   # later rebuilds do not change what is measured
+version=$("$work/udptun" --version)
+
+export PB_CMD_A="$work/udptun -A {remote} -d udptun0"
+export PB_CMD_B="$work/udptun -A {remote} -d udptun0"
+export PB_CMD_LABEL=udptun PB_CMD_VERSION="$version"
+for i in $(seq "$runs"); do
+    echo "== peers.sh run $i of $runs" >&2
+    bash "$peers" --json "$work/run$i.json" veth vxlan wireguard-go boringtun quicktun-raw openvpn-none cmd \
+        > "$work/run$i.md" || echo "peers.sh run $i exited $? (some kind failed; see the table)" >&2
+done
+echo "== udptun scaling and memory" >&2
+bash bench/extra.sh "$work/udptun" "$work/extra.json"
+
+table=$(python3 bench/median.py "$work/extra.json" "$work"/run*.json)
+echo "$table"
+python3 - "$table" <<'PY'
+import re, sys
+path = "BENCHMARKS.md"
+text = open(path).read()
+start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+new = f"{start}\n{sys.argv[1]}\n{end}"
+text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: new, text, flags=re.S)
+open(path, "w").write(text)
+PY
+echo "BENCHMARKS.md updated" >&2
