@@ -1,4 +1,4 @@
-//! The data plane: per queue, one thread moves packets TUN → UDP and one moves them UDP → TUN.
+//! The data plane: one thread per queue moves packets TUN → UDP and UDP → TUN.
 //!
 //! Each thread works in batches: it reads as many packets as are waiting, decides for all of
 //! them with one load of the peer table, and hands them on with as few system calls as the
@@ -7,8 +7,10 @@
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use socket2::Socket;
@@ -61,10 +63,12 @@ pub struct Options {
     pub gro: bool,
     /// The socket is IPv6 (dual-stack): IPv4 peers are addressed as v4-mapped.
     pub socket_is_v6: bool,
+    /// How long a thread keeps looking for work before it sleeps.
+    pub busy_poll: Duration,
 }
 
-/// Starts the two threads of each queue. A thread that hits an unrecoverable error (the TUN
-/// device removed, the socket gone) reports it through `on_fatal` and stops.
+/// Starts one thread per queue. A thread that hits an unrecoverable error (the TUN device
+/// removed, the socket gone) reports it through `on_fatal` and stops.
 pub fn spawn(
     queues: Vec<Queue>,
     options: Options,
@@ -73,35 +77,57 @@ pub fn spawn(
 ) -> io::Result<()> {
     let limits = Arc::new(Limits::default());
     for (index, queue) in queues.into_iter().enumerate() {
-        let queue = Arc::new(queue);
-        for direction in [Direction::Outbound, Direction::Inbound] {
-            let (queue, shared, on_fatal, limits) =
-                (queue.clone(), shared.clone(), on_fatal.clone(), limits.clone());
-            thread::Builder::new().name(format!("{}-{index}", direction.name())).spawn(move || {
-                let result = match direction {
-                    Direction::Outbound => outbound(&queue, options, &shared, &limits),
-                    Direction::Inbound => inbound(&queue, options, &shared, &limits),
-                };
-                if let Err(error) = result {
-                    on_fatal(Fatal(format!("{} thread: {error}", direction.name())));
-                }
-            })?;
-        }
+        let (shared, on_fatal, limits) = (shared.clone(), on_fatal.clone(), limits.clone());
+        thread::Builder::new().name(format!("queue-{index}")).spawn(move || {
+            if let Err(error) = run_queue(&queue, options, &shared, &limits) {
+                on_fatal(Fatal(format!("queue {index}: {error}")));
+            }
+        })?;
     }
     Ok(())
 }
 
-#[derive(Clone, Copy)]
-enum Direction {
-    Outbound,
-    Inbound,
+/// One queue's loop: move whatever is waiting in either direction; when nothing is, keep
+/// looking for `busy_poll` before sleeping in `poll`, so that a reply that follows a request
+/// within that window costs no thread wake-up (measured: ping through the tunnel 213 → 55 µs
+/// average on the benchmark machine). Polls yield the CPU, since spinning on the two cores the
+/// benchmark shares with its senders and receivers made latency ten times worse.
+fn run_queue(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -> io::Result<()> {
+    let mut outbound = Outbound::new(options);
+    let mut inbound = Inbound::new(options);
+    let mut idle_since = Instant::now();
+    loop {
+        let sent = outbound.step(queue, options, shared, limits)?;
+        let received = inbound.step(queue, options, shared, limits)?;
+        if sent || received {
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() < options.busy_poll {
+            thread::yield_now();
+        } else {
+            wait_readable(queue)?;
+            idle_since = Instant::now();
+        }
+    }
 }
 
-impl Direction {
-    fn name(self) -> &'static str {
-        match self {
-            Direction::Outbound => "tun-to-udp",
-            Direction::Inbound => "udp-to-tun",
+/// Sleeps until the TUN queue or the socket has something to read.
+fn wait_readable(queue: &Queue) -> io::Result<()> {
+    let mut fds = [
+        libc::pollfd { fd: queue.device.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: queue.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    loop {
+        // SAFETY: two valid pollfds.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if rc >= 0 {
+            if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the TUN device was removed"));
+            }
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
         }
     }
 }
@@ -144,31 +170,53 @@ fn recycle<'b>(mut slices: Vec<IoSlice<'_>>) -> Vec<IoSlice<'b>> {
 }
 
 /// TUN → UDP: read packets (splitting TSO super-packets), route them, send them.
-fn outbound(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -> io::Result<()> {
-    let device = &queue.device;
-    let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
-    // Zeroed allocations stay untouched (not resident) until a packet lands in them; cloning
-    // one buffer (`vec![buf; n]`) would write every byte.
-    let mut packets: Vec<Vec<u8>> = (0..OUTBOUND_BATCH).map(|_| vec![0u8; MAX_PACKET]).collect();
-    let mut sizes = vec![0usize; OUTBOUND_BATCH];
-    let mut datagrams: Vec<(SocketAddr, usize)> = Vec::with_capacity(OUTBOUND_BATCH);
-    let mut payload_storage: Vec<IoSlice<'static>> = Vec::with_capacity(OUTBOUND_BATCH);
-    let mut reply = vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET];
-    let reply_offset = if options.tun_offload { VIRTIO_NET_HDR_LEN } else { 0 };
-    let mut sender = Sender::new(options.gso);
+struct Outbound {
+    raw: Vec<u8>,
+    packets: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+    datagrams: Vec<(SocketAddr, usize)>,
+    payloads: Vec<IoSlice<'static>>,
+    reply: Vec<u8>,
+    reply_offset: usize,
+    sender: Sender,
+}
 
-    loop {
-        // Read until the queue is empty or the batch is full.
+impl Outbound {
+    fn new(options: Options) -> Self {
+        Self {
+            raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
+            // Zeroed allocations stay untouched (not resident) until a packet lands in them;
+            // cloning one buffer (`vec![buf; n]`) would write every byte.
+            packets: (0..OUTBOUND_BATCH).map(|_| vec![0u8; MAX_PACKET]).collect(),
+            sizes: vec![0; OUTBOUND_BATCH],
+            datagrams: Vec::with_capacity(OUTBOUND_BATCH),
+            payloads: Vec::with_capacity(OUTBOUND_BATCH),
+            reply: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
+            reply_offset: if options.tun_offload { VIRTIO_NET_HDR_LEN } else { 0 },
+            sender: Sender::new(options.gso),
+        }
+    }
+
+    /// Reads what the TUN queue holds (up to a batch) and sends it. Returns whether there was
+    /// anything.
+    fn step(
+        &mut self,
+        queue: &Queue,
+        options: Options,
+        shared: &Shared,
+        limits: &Limits,
+    ) -> io::Result<bool> {
+        let device = &queue.device;
         let mut filled = 0;
         while OUTBOUND_BATCH - filled >= SUPER_PACKET_SEGMENTS {
-            match device.recv_multiple(&mut raw, &mut packets[filled..], &mut sizes[filled..], 0) {
+            match device.recv_multiple(
+                &mut self.raw,
+                &mut self.packets[filled..],
+                &mut self.sizes[filled..],
+                0,
+            ) {
                 Ok(count) => filled += count,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if filled > 0 {
-                        break;
-                    }
-                    tun::wait_readable(device)?;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if tun::is_gone(&e) => return Err(e),
                 // A super-packet the splitter refused: drop it, keep going.
@@ -178,12 +226,16 @@ fn outbound(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -
                 }
             }
         }
+        if filled == 0 {
+            return Ok(false);
+        }
 
         let table = shared.table.load();
-        let mut payloads = recycle(std::mem::take(&mut payload_storage));
+        let mut payloads = recycle(std::mem::take(&mut self.payloads));
+        let datagrams = &mut self.datagrams;
         datagrams.clear();
         let (mut unreachable, mut ignored) = (0, 0);
-        for (packet, &size) in packets.iter().zip(&sizes[..filled]) {
+        for (packet, &size) in self.packets.iter().zip(&self.sizes[..filled]) {
             let packet = &packet[..size];
             match table.route(packet) {
                 Verdict::Send(peer) => {
@@ -192,9 +244,10 @@ fn outbound(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -
                 }
                 Verdict::Unreachable => {
                     unreachable += 1;
-                    if let Some(len) = packet::unreachable(packet, &mut reply[reply_offset..]) {
-                        reply[..reply_offset].fill(0);
-                        if let Err(e) = device.send(&reply[..reply_offset + len]) {
+                    let offset = self.reply_offset;
+                    if let Some(len) = packet::unreachable(packet, &mut self.reply[offset..]) {
+                        self.reply[..offset].fill(0);
+                        if let Err(e) = device.send(&self.reply[..offset + len]) {
                             shared.stats.drop(Drop::TunWriteError, 1);
                             warn_limited!(
                                 limits.tun_write_error,
@@ -209,9 +262,8 @@ fn outbound(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -
         shared.stats.drop(Drop::NoMapping, unreachable);
         shared.stats.drop(Drop::Ignored, ignored);
 
-        let mut failed = 0u64;
-        let mut failed_bytes = 0u64;
-        sender.send(&queue.socket, &datagrams, &payloads, &mut |failure| {
+        let (mut failed, mut failed_bytes) = (0u64, 0u64);
+        self.sender.send(&queue.socket, datagrams, &payloads, &mut |failure| {
             failed += 1;
             failed_bytes += datagrams[failure.index].1 as u64;
             warn_limited!(
@@ -225,33 +277,54 @@ fn outbound(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -
         let bytes: u64 = datagrams.iter().map(|d| d.1 as u64).sum();
         add(&shared.stats.sent_packets, datagrams.len() as u64 - failed);
         add(&shared.stats.sent_bytes, bytes - failed_bytes);
-        payload_storage = recycle(payloads);
+        self.payloads = recycle(payloads);
+        Ok(true)
     }
 }
 
 /// UDP → TUN: receive datagrams, check each is one whole IP packet, write them to the TUN
 /// (coalescing TCP segments into super-packets when offloads are on).
-fn inbound(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -> io::Result<()> {
-    let device = &queue.device;
-    let mut receiver = if options.gro {
-        Receiver::new(GRO_RECEIVE_BATCH, udp::GRO_BUFFER_BYTES)
-    } else {
-        Receiver::new(PLAIN_RECEIVE_BATCH, MAX_PACKET)
-    };
-    let mut gro_table = GROTable::default();
-    let mut pending: Vec<Vec<u8>> = Vec::new();
+struct Inbound {
+    receiver: Receiver,
+    gro_table: GROTable,
+    pending: Vec<Vec<u8>>,
+}
 
-    loop {
-        if let Err(e) = receiver.recv(&queue.socket) {
-            if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOTSOCK)) {
-                return Err(e);
+impl Inbound {
+    fn new(options: Options) -> Self {
+        Self {
+            receiver: if options.gro {
+                Receiver::new(GRO_RECEIVE_BATCH, udp::GRO_BUFFER_BYTES)
+            } else {
+                Receiver::new(PLAIN_RECEIVE_BATCH, MAX_PACKET)
+            },
+            gro_table: GROTable::default(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Takes what the socket holds (up to a batch) and writes it to the TUN. Returns whether
+    /// there was anything.
+    fn step(
+        &mut self,
+        queue: &Queue,
+        options: Options,
+        shared: &Shared,
+        limits: &Limits,
+    ) -> io::Result<bool> {
+        let device = &queue.device;
+        match self.receiver.recv(&queue.socket) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOTSOCK)) => return Err(e),
+            Err(e) => {
+                warn_limited!(limits.udp_read_error, "receiving from the UDP socket failed: {e}");
+                return Ok(true);
             }
-            warn_limited!(limits.udp_read_error, "receiving from the UDP socket failed: {e}");
-            continue;
         }
         let (mut count, mut bytes, mut malformed, mut write_failures) = (0u64, 0u64, 0u64, 0u64);
         let mut used = 0;
-        for (source, datagram) in receiver.datagrams() {
+        for (source, datagram) in self.receiver.datagrams() {
             if let Err(reason) = packet::check(datagram) {
                 malformed += 1;
                 warn_limited!(limits.malformed, "dropped a datagram from {source}: {}", reason.as_str());
@@ -261,10 +334,10 @@ fn inbound(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) ->
             bytes += datagram.len() as u64;
             if options.tun_offload {
                 // The GRO table needs each packet in its own buffer after a virtio header.
-                if used == pending.len() {
-                    pending.push(Vec::with_capacity(VIRTIO_NET_HDR_LEN + MAX_PACKET));
+                if used == self.pending.len() {
+                    self.pending.push(Vec::with_capacity(VIRTIO_NET_HDR_LEN + MAX_PACKET));
                 }
-                let buffer = &mut pending[used];
+                let buffer = &mut self.pending[used];
                 buffer.clear();
                 buffer.resize(VIRTIO_NET_HDR_LEN, 0);
                 buffer.extend_from_slice(datagram);
@@ -279,7 +352,7 @@ fn inbound(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) ->
         }
         let written = match used {
             0 => Ok(0),
-            _ => device.send_multiple(&mut gro_table, &mut pending[..used], VIRTIO_NET_HDR_LEN),
+            _ => device.send_multiple(&mut self.gro_table, &mut self.pending[..used], VIRTIO_NET_HDR_LEN),
         };
         if let Err(e) = written {
             if tun::is_gone(&e) {
@@ -292,6 +365,7 @@ fn inbound(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) ->
         shared.stats.drop(Drop::TunWriteError, write_failures);
         add(&shared.stats.received_packets, count);
         add(&shared.stats.received_bytes, bytes);
+        Ok(true)
     }
 }
 

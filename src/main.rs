@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, mpsc};
 use std::thread;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -107,7 +108,13 @@ fn run(cli: &Cli) -> Result<()> {
     );
 
     let shared = Arc::new(Shared { table: ArcSwap::from_pointee(table), stats: Default::default() });
-    let options = Options { tun_offload: device.offload, gso, gro, socket_is_v6: local.is_ipv6() };
+    let options = Options {
+        tun_offload: device.offload,
+        gso,
+        gro,
+        socket_is_v6: local.is_ipv6(),
+        busy_poll: Duration::from_micros(cli.busy_poll),
+    };
     let queues = device.queues.into_iter().zip(sockets).map(|(device, socket)| Queue { device, socket });
     let (events, wake) = mpsc::channel();
     let fatal_events = events.clone();

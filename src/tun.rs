@@ -2,7 +2,6 @@
 //! data-plane thread, and with virtio-net offloads (TSO/USO, checksum) where the kernel has them.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use tun_rs::{DeviceBuilder, SyncDevice};
@@ -58,25 +57,6 @@ pub fn create(name: &str, queues: usize, offload: bool, mtu: u16) -> io::Result<
         handle.set_nonblocking(true)?;
     }
     Ok(Tun { name, queues: handles, offload })
-}
-
-/// Blocks until `device` is readable, or reports that it went away.
-pub fn wait_readable(device: &SyncDevice) -> io::Result<()> {
-    let mut poll = libc::pollfd { fd: device.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    loop {
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut poll, 1, -1) };
-        if rc >= 0 {
-            if poll.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the TUN device was removed"));
-            }
-            return Ok(());
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
-        }
-    }
 }
 
 /// Whether a TUN read or write error means the device is gone for good.

@@ -285,9 +285,10 @@ impl Receiver {
         }
     }
 
-    /// Blocks until at least one datagram arrives, then takes as many as are queued (up to the
-    /// batch size); [`Receiver::datagrams`] then yields them.
-    pub fn recv(&mut self, socket: &Socket) -> io::Result<()> {
+    /// Takes as many datagrams as are queued (up to the batch size) without waiting; returns
+    /// how many buffers were filled (0 when nothing was waiting). [`Receiver::datagrams`] then
+    /// yields the datagrams.
+    pub fn recv(&mut self, socket: &Socket) -> io::Result<usize> {
         let batch = self.buffers.len();
         self.iovecs.clear();
         self.iovecs.extend(
@@ -314,7 +315,7 @@ impl Receiver {
                     socket.as_raw_fd(),
                     self.headers.as_mut_ptr(),
                     batch as u32,
-                    libc::MSG_WAITFORONE,
+                    libc::MSG_DONTWAIT,
                     std::ptr::null_mut(),
                 )
             };
@@ -322,8 +323,13 @@ impl Receiver {
                 break n as usize;
             }
             let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                return Err(error);
+            match error.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock => {
+                    self.received.clear();
+                    return Ok(0);
+                }
+                _ => return Err(error),
             }
         };
         self.received.clear();
@@ -337,7 +343,7 @@ impl Receiver {
             let stride = gro_segment_size(&header.msg_hdr).unwrap_or(len).max(1);
             self.received.push(Received { buffer: i, source, len, stride });
         }
-        Ok(())
+        Ok(count)
     }
 
     /// Iterates over the datagrams of the last receive: (source, payload).
@@ -414,7 +420,9 @@ mod tests {
         let mut receiver = Receiver::new(8, GRO_BUFFER_BYTES);
         let mut got = Vec::new();
         while got.len() < sizes.len() {
-            receiver.recv(&rx).unwrap();
+            if receiver.recv(&rx).unwrap() == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             got.extend(receiver.datagrams().map(|(source, d)| {
                 assert_eq!(source, tx.local_addr().unwrap().as_socket().unwrap());
                 d.to_vec()
