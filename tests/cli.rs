@@ -18,10 +18,26 @@ fn a_bad_hosts_file_names_the_file_the_line_and_the_problem() {
     let dir = std::env::temp_dir().join(format!("udptun-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cases = [
-        ("syntax.json", "{ nodes : {\n  \"10.0.0.1\" : { host : \"a\" },\n  \"10.0.0.2\" : { host : \"b\" ] } }", "line 3"),
-        ("key.json", "{ nodes : {\n  \"10.0.0.1\" : { host : \"127.0.0.1\" },\n  \"vps3\" : { host : \"b\" } } }", "line 3 column 3: `vps3` is not an IP address"),
-        ("port.json", "{ nodes : {\n  \"10.0.0.1\" : { host : \"127.0.0.1\", port : 99999 } } }", "line 2 column 45: `10.0.0.1`: port must be 1-65535"),
-        ("resolve.json", "{ nodes : {\n  \"10.0.0.1\" : { host : \"no-such-host.invalid\" } } }", "line 2: `10.0.0.1`: host `no-such-host.invalid` does not resolve"),
+        (
+            "syntax.json",
+            "{ nodes : {\n  \"10.0.0.1\" : { host : \"a\" },\n  \"10.0.0.2\" : { host : \"b\" ] } }",
+            "line 3",
+        ),
+        (
+            "key.json",
+            "{ nodes : {\n  \"10.0.0.1\" : { host : \"127.0.0.1\" },\n  \"vps3\" : { host : \"b\" } } }",
+            "line 3 column 3: `vps3` is not an IP address",
+        ),
+        (
+            "port.json",
+            "{ nodes : {\n  \"10.0.0.1\" : { host : \"127.0.0.1\", port : 99999 } } }",
+            "line 2 column 45: `10.0.0.1`: port must be 1-65535",
+        ),
+        (
+            "resolve.json",
+            "{ nodes : {\n  \"10.0.0.1\" : { host : \"no-such-host.invalid\" } } }",
+            "line 2: `10.0.0.1`: host `no-such-host.invalid` does not resolve",
+        ),
     ];
     for (name, text, expected) in cases {
         let path = dir.join(name);
@@ -46,7 +62,9 @@ fn a_remote_that_does_not_resolve_is_an_error() {
 
 #[test]
 fn exactly_one_peer_source_is_required() {
-    for args in [&[][..], &["-A", "x", "--hosts-file", "h.json"], &["--hosts-file", "h", "--hosts-url", "http://x/"]] {
+    for args in
+        [&[][..], &["-A", "x", "--hosts-file", "h.json"], &["--hosts-file", "h", "--hosts-url", "http://x/"]]
+    {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(stderr(&out).contains("Usage:"), "{}", stderr(&out));
@@ -67,8 +85,19 @@ fn help_and_version_describe_the_tool() {
     let help = run(&["--help"]);
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--local-address", "--local-port", "--remote-address", "--remote-port", "--hosts-file",
-                 "--hosts-url", "--hosts-url-interval", "--ca-file", "--ca-path", "--device", "1472"] {
+    for flag in [
+        "--local-address",
+        "--local-port",
+        "--remote-address",
+        "--remote-port",
+        "--hosts-file",
+        "--hosts-url",
+        "--hosts-url-interval",
+        "--ca-file",
+        "--ca-path",
+        "--device",
+        "1472",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
     let version = run(&["--version"]);

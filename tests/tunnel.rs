@@ -42,7 +42,9 @@ fn device_goes_away_with_the_process() {
     let (a, _, da, _) = one_to_one(&mut lab, &[]);
     let log = lab.stop(da);
     assert!(log.contains("shutting down"), "{log}");
-    let gone = wait_until(Duration::from_secs(2), || !lab.output(&a, &["ip", "link", "show", "udptun"]).status.success());
+    let gone = wait_until(Duration::from_secs(2), || {
+        !lab.output(&a, &["ip", "link", "show", "udptun"]).status.success()
+    });
     assert!(gone, "the device outlived the process");
 }
 
@@ -119,12 +121,12 @@ fn malformed_datagrams_are_dropped_and_counted_and_the_tunnel_keeps_working() {
         let mut sent = 0u64;
         for i in 0..3000u32 {
             let junk: Vec<u8> = match i % 6 {
-                0 => vec![],                                   // empty
-                1 => vec![0x45; 10],                           // IPv4, too short
-                2 => vec![0x45; 100],                          // IPv4, wrong total length
-                3 => vec![0x60; 30],                           // IPv6, too short
+                0 => vec![],                                    // empty
+                1 => vec![0x45; 10],                            // IPv4, too short
+                2 => vec![0x45; 100],                           // IPv4, wrong total length
+                3 => vec![0x60; 30],                            // IPv6, too short
                 4 => (0..200).map(|n| (n * i) as u8).collect(), // noise
-                _ => vec![0x4f; 20],                           // header length 60 > 20
+                _ => vec![0x4f; 20],                            // header length 60 > 20
             };
             socket.send_to(&junk, "10.100.0.2:7777").unwrap();
             sent += 1;
@@ -206,7 +208,8 @@ fn hosts_url_over_https_trusts_the_given_ca_and_refuses_other_names() {
     lab.assert_ping(&b, "192.168.100.1");
 
     // The same CA, but the URL names a host the certificate is not for.
-    let refused = lab.udptun(&a, &["--hosts-url", "https://other.test:8443/hosts.json", "--ca-file", &ca, "-d", "x"]);
+    let refused =
+        lab.udptun(&a, &["--hosts-url", "https://other.test:8443/hosts.json", "--ca-file", &ca, "-d", "x"]);
     assert_eq!(lab.wait_exit(refused, Duration::from_secs(10)), Some(1));
     let log = lab.log(refused);
     assert!(log.contains("other.test") && log.contains("certificate"), "{log}");
@@ -231,9 +234,21 @@ fn runs_as_an_unprivileged_user_with_cap_net_admin_alone() {
     std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let bind_mount = format!("mount --bind {} /dev/net/tun && exec \"$@\"", node.display());
     let unprivileged = [
-        "unshare", "--mount", "--propagation", "private", "sh", "-c", &bind_mount, "sh",
-        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-        "--inh-caps=-all,+net_admin", "--ambient-caps=-all,+net_admin", "--bounding-set=-all,+net_admin",
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &bind_mount,
+        "sh",
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all,+net_admin",
+        "--ambient-caps=-all,+net_admin",
+        "--bounding-set=-all,+net_admin",
         common::UDPTUN,
     ];
     let da = lab.spawn(&a, &unprivileged, &["-A", "10.100.0.2", "-d", "udptun"]);

@@ -74,7 +74,14 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("udptun-{name}"));
         fs::create_dir_all(&dir).unwrap();
         let switch = format!("{name}-sw");
-        let mut lab = Lab { name, switch: switch.clone(), namespaces: Vec::new(), daemons: Vec::new(), dir, next_port: 0 };
+        let mut lab = Lab {
+            name,
+            switch: switch.clone(),
+            namespaces: Vec::new(),
+            daemons: Vec::new(),
+            dir,
+            next_port: 0,
+        };
         lab.add_namespace(&switch);
         lab.exec(&switch, &["ip", "link", "add", "br0", "type", "bridge"]);
         lab.exec(&switch, &["ip", "link", "set", "br0", "up"]);
@@ -86,7 +93,9 @@ impl Lab {
         self.namespaces.push(ns.to_string());
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         // Keep router solicitations and DAD from the tests' way.
-        let _ = Command::new("ip").args(["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
+            .status();
     }
 
     /// The namespace name of host `host`.
@@ -100,7 +109,21 @@ impl Lab {
         self.add_namespace(&ns);
         let port = format!("p{}", self.next_port);
         self.next_port += 1;
-        sh(&["ip", "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &self.switch]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.switch,
+        ]);
         self.exec(&self.switch.clone(), &["ip", "link", "set", &port, "master", "br0", "up"]);
         self.exec(&ns, &["ip", "addr", "add", cidr, "dev", "eth0"]);
         self.exec(&ns, &["ip", "link", "set", "eth0", "up"]);
@@ -197,7 +220,10 @@ impl Lab {
     /// Waits until `dev` exists in `ns`.
     pub fn wait_device(&self, ns: &str, dev: &str) {
         let appeared = wait_until(Duration::from_secs(10), || {
-            Command::new("ip").args(["-n", ns, "link", "show", dev]).output().is_ok_and(|o| o.status.success())
+            Command::new("ip")
+                .args(["-n", ns, "link", "show", dev])
+                .output()
+                .is_ok_and(|o| o.status.success())
         });
         assert!(appeared, "{dev} did not appear in {ns}; logs: {}", self.all_logs());
     }
@@ -211,7 +237,10 @@ impl Lab {
 
     /// Whether `ns` can ping `addr` (3 tries, one must answer).
     pub fn ping(&self, ns: &str, addr: &str) -> bool {
-        self.output(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "1", addr]).stdout.windows(4).any(|w| w == b" 0% " || w == b"ttl=")
+        self.output(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "1", addr])
+            .stdout
+            .windows(4)
+            .any(|w| w == b" 0% " || w == b"ttl=")
     }
 
     /// Asserts that `ns` reaches `addr`, with logs on failure.
@@ -335,7 +364,11 @@ impl HttpServer {
     }
 }
 
-fn serve_one<S: Read + Write>(stream: &mut S, routes: &Mutex<Vec<(String, Reply)>>, hits: &Mutex<Vec<String>>) {
+fn serve_one<S: Read + Write>(
+    stream: &mut S,
+    routes: &Mutex<Vec<(String, Reply)>>,
+    hits: &Mutex<Vec<String>>,
+) {
     let mut request = Vec::new();
     let mut byte = [0u8; 1];
     while !request.ends_with(b"\r\n\r\n") {
@@ -349,7 +382,11 @@ fn serve_one<S: Read + Write>(stream: &mut S, routes: &Mutex<Vec<(String, Reply)
     hits.lock().unwrap().push(path.clone());
     let reply = routes.lock().unwrap().iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone());
     let reply = reply.unwrap_or(Reply { status: 404, headers: vec![], body: b"not found".to_vec() });
-    let mut head = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", reply.status, reply.body.len());
+    let mut head = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
     for (k, v) in &reply.headers {
         head += &format!("{k}: {v}\r\n");
     }
