@@ -1,16 +1,22 @@
 //! The command line: the original udptun's flags with their meanings and defaults, and the
 //! new ones.
 
-use std::net::IpAddr;
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{ArgGroup, Parser};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgGroup, CommandFactory, FromArgMatches, Parser};
+
+use crate::netlink::InterfaceAddress;
+use crate::peers::Prefix;
 
 /// Tunnel IP packets over UDP: each packet routed into the TUN device goes, whole and unchanged,
 /// as one UDP datagram to the real address of its destination (the Linux FOU direct format).
 #[derive(Parser, Debug)]
-#[command(version, about, max_term_width = 100)]
+#[command(version, about, max_term_width = 100, args_override_self = true)]
 #[command(group(ArgGroup::new("peers").required(true).args(["remote_address", "hosts_file", "hosts_url"])))]
 pub struct Cli {
     /// Address the UDP socket binds; `::` listens on IPv4 and IPv6.
@@ -73,6 +79,53 @@ pub struct Cli {
     #[arg(long)]
     pub no_offload: bool,
 
+    /// Put this address on the device and bring it up (repeatable; IPv4 and IPv6).
+    #[arg(long, value_name = "CIDR")]
+    pub address: Vec<InterfaceAddress>,
+
+    /// Route this prefix through the device (repeatable).
+    #[arg(long, value_name = "CIDR")]
+    pub route: Vec<Prefix>,
+
+    /// Accept packets from any outer source address. By default a datagram is accepted only
+    /// from the real address the table maps the packet's inner source address to.
+    #[arg(long)]
+    pub accept_any_source: bool,
+
+    /// Send a keepalive to every peer this often, so NAT mappings stay open.
+    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
+    pub keepalive: Option<Duration>,
+
+    /// Seconds between new lookups of the peers' host names (a failed lookup keeps the last
+    /// address).
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_interval)]
+    pub resolve_interval: Duration,
+
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Switch to this user once the device and socket exist.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Switch to this group once the device and socket exist [default: the user's group].
+    #[arg(long, value_name = "NAME", requires = "user")]
+    pub group: Option<String>,
+
+    /// TOML file setting any of these flags by their long names (`mtu = 1400`,
+    /// `address = ["10.0.0.1/24"]`); flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the man page (roff) and exit.
+    #[arg(long, hide = true, exclusive = true)]
+    pub generate_man: bool,
+
+    /// Print completions for SHELL (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, hide = true, exclusive = true, value_name = "SHELL")]
+    pub generate_completions: Option<clap_complete::Shell>,
+
     /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short = 'v', long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -84,6 +137,91 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}`: the interval must be at least 0.01 seconds"));
     }
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// Parses the command line, with the settings of `--config FILE` (if given) under it.
+pub fn parse() -> Result<Cli> {
+    parse_from(std::env::args_os().collect())
+}
+
+fn parse_from(args: Vec<OsString>) -> Result<Cli> {
+    // A first, forgiving pass finds --config and which flags the command line sets itself.
+    let first = Cli::command().ignore_errors(true).try_get_matches_from(&args).ok();
+    let config = first.as_ref().and_then(|m| m.get_one::<PathBuf>("config").cloned());
+    let mut full = args.clone();
+    if let (Some(path), Some(first)) = (config, first) {
+        let from_file = config_args(&path, &|id| first.value_source(id) == Some(ValueSource::CommandLine))?;
+        full.splice(1..1, from_file);
+    }
+    let matches = Cli::command().try_get_matches_from(full).unwrap_or_else(|e| e.exit());
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+/// Turns a TOML config file into command-line arguments, checking each value with the flag's
+/// own parser so that errors name the file, the line and the key. Keys the command line sets
+/// (`on_command_line`) are left out: the command line wins, lists included.
+fn config_args(path: &Path, on_command_line: &dyn Fn(&str) -> bool) -> Result<Vec<OsString>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
+    let table: std::collections::BTreeMap<toml::Spanned<String>, toml::Value> =
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+    let command = Cli::command();
+    let mut args = Vec::new();
+    for (key, value) in &table {
+        let line = text[..key.span().start].matches('\n').count() + 1;
+        let key = key.get_ref();
+        let place = format!("{}: line {line}: `{key}`", path.display());
+        let Some(arg) = command.get_arguments().find(|a| a.get_long() == Some(key.as_str())) else {
+            bail!("{place}: no such setting (settings are the long flag names, as in --help)");
+        };
+        if matches!(key.as_str(), "config" | "generate-man" | "generate-completions" | "help" | "version") {
+            bail!("{place}: cannot be set in a config file");
+        }
+        if on_command_line(arg.get_id().as_str()) {
+            continue;
+        }
+        let flag = format!("--{key}");
+        let values: Vec<String> = match (value, arg.get_action()) {
+            (toml::Value::Boolean(true), ArgAction::SetTrue) => Ok(vec![]),
+            (toml::Value::Boolean(false), ArgAction::SetTrue) => continue,
+            (toml::Value::Integer(n), ArgAction::Count) if (0..=3).contains(n) => {
+                args.extend((0..*n).map(|_| OsString::from(&flag)));
+                continue;
+            }
+            (_, ArgAction::SetTrue | ArgAction::Count) => bail!("{place}: expected true or false"),
+            (toml::Value::Array(items), ArgAction::Append) => {
+                items.iter().map(scalar).collect::<Result<_, _>>()
+            }
+            (toml::Value::Array(_), _) => bail!("{place}: takes one value, not a list"),
+            (scalar_value, _) => scalar(scalar_value).map(|v| vec![v]),
+        }
+        .map_err(|e| anyhow!("{place}: {e}"))?;
+        if values.is_empty() {
+            args.push(OsString::from(&flag));
+        }
+        for value in values {
+            // Check the value with the flag's own parser, alone, so the error is about it.
+            let alone = Cli::command().mut_group("peers", |g| g.required(false));
+            if let Err(e) = alone.try_get_matches_from(["udptun", flag.as_str(), value.as_str()]) {
+                let message = e.render().to_string();
+                bail!(
+                    "{place}: {}",
+                    message.lines().next().unwrap_or("invalid value").trim_start_matches("error: ")
+                );
+            }
+            args.push(OsString::from(&flag));
+            args.push(OsString::from(value));
+        }
+    }
+    Ok(args)
+}
+
+fn scalar(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        other => Err(format!("unexpected {}", other.type_str())),
+    }
 }
 
 impl Cli {

@@ -1,21 +1,25 @@
 //! The control plane: turns the configured peer source (one remote, a hosts file, a hosts URL)
-//! into a [`PeerTable`], and keeps it current. Each new table is published whole; a source that
-//! fails once running leaves the last good table in force.
+//! into a [`PeerTable`] and keeps it current: reloads on SIGHUP and when the file changes,
+//! refetches the URL, re-resolves host names, and sends keepalives. Each new table is published
+//! whole; a source that fails once running leaves the last good table in force.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
+use socket2::Socket;
 
 use crate::datapath::Shared;
 use crate::fetch::{Fetched, Fetcher};
 use crate::hosts::{self, Entry};
-use crate::peers::{PeerTable, PrefixMap};
+use crate::peers::PeerTable;
+use crate::udp;
 
 /// Which address families peers may have: an IPv4 socket reaches only IPv4 peers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,122 +44,326 @@ pub fn resolve(host: &str, port: u16, family: Family) -> io::Result<SocketAddr> 
     let found: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
     found.iter().copied().find(usable).ok_or_else(|| {
         io::Error::other(if found.is_empty() {
-            "no address found".to_string()
+            "no address found"
         } else {
-            "only IPv6 addresses found; an IPv6 peer needs an IPv6 socket (-a ::)".to_string()
+            "only IPv6 addresses found; an IPv6 peer needs an IPv6 socket (-a ::)"
         })
     })
 }
 
-/// Builds a table from hosts `entries`, resolving each distinct host once. `origin` names the
-/// document in messages.
-pub fn build_table(
-    entries: &[Entry],
+/// What the table is made from, before names are resolved.
+#[derive(Clone, Debug)]
+enum Document {
+    /// One-to-one: this host and port.
+    Remote(String, u16),
+    /// One-to-many: the entries of a hosts document.
+    Hosts(Vec<Entry>),
+}
+
+/// Builds a table from `document`, resolving each distinct host once with `resolve`. `origin`
+/// names the document in messages.
+fn build_table(
+    document: &Document,
     origin: &str,
-    resolve: &dyn Fn(&str, u16) -> io::Result<SocketAddr>,
+    resolve: &mut dyn FnMut(&str, u16) -> io::Result<SocketAddr>,
 ) -> Result<PeerTable> {
-    let mut map = PrefixMap::default();
-    let mut resolved: HashMap<(&str, u16), SocketAddr> = HashMap::new();
-    for entry in entries {
-        let key = (entry.host.as_str(), entry.port);
-        let peer = match resolved.get(&key) {
-            Some(peer) => *peer,
-            None => {
-                let peer = resolve(&entry.host, entry.port).map_err(|e| {
-                    anyhow!(
-                        "{origin}: line {}: `{}`: host `{}` does not resolve: {e}",
-                        entry.line,
-                        entry.prefix,
-                        entry.host
-                    )
-                })?;
-                *resolved.entry(key).or_insert(peer)
+    match document {
+        Document::Remote(host, port) => resolve(host, *port)
+            .map(PeerTable::single)
+            .map_err(|e| anyhow!("-A {host}: does not resolve: {e}")),
+        Document::Hosts(entries) => {
+            let mut resolved: HashMap<(&str, u16), SocketAddr> = HashMap::new();
+            let mut pairs = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let key = (entry.host.as_str(), entry.port);
+                let peer = match resolved.get(&key) {
+                    Some(peer) => *peer,
+                    None => {
+                        let peer = resolve(&entry.host, entry.port).map_err(|e| {
+                            anyhow!(
+                                "{origin}: line {}: `{}`: host `{}` does not resolve: {e}",
+                                entry.line,
+                                entry.prefix,
+                                entry.host
+                            )
+                        })?;
+                        *resolved.entry(key).or_insert(peer)
+                    }
+                };
+                pairs.push((entry.prefix, peer));
             }
-        };
-        map.insert(entry.prefix, peer);
+            Ok(PeerTable::from_entries(pairs))
+        }
     }
-    Ok(PeerTable::Map(map))
 }
 
-/// Parses and resolves a hosts document's text.
-pub fn load_document(text: &str, origin: &str, family: Family) -> Result<PeerTable> {
-    let entries = hosts::parse(text).map_err(|e| anyhow!("{origin}: {e}"))?;
-    build_table(&entries, origin, &|host, port| resolve(host, port, family))
-}
-
-/// Reads, parses and resolves a hosts file.
-pub fn load_file(path: &Path, family: Family) -> Result<PeerTable> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    load_document(&text, &path.display().to_string(), family)
-}
-
-/// Fetches, parses and resolves the hosts document at the fetcher's URL. `Ok(None)` when the
-/// server says it is unchanged.
-pub fn load_url(fetcher: &mut Fetcher, family: Family) -> Result<Option<PeerTable>> {
-    let text = match fetcher.fetch()? {
-        Fetched::Unchanged => return Ok(None),
-        Fetched::Document(text) => text,
-    };
-    let origin = fetcher.url().to_string();
-    load_document(&text, &origin, family).map(Some).inspect_err(|_| fetcher.forget_validators())
-}
-
-/// Where the peer table comes from once running.
+/// Where the peer table comes from.
 pub enum Source {
-    /// A fixed remote: nothing to refresh.
-    Remote,
-    /// A hosts file, reloaded on SIGHUP.
+    /// A fixed remote host (`-A`).
+    Remote(String, u16),
+    /// A hosts file, reloaded on SIGHUP and when it changes.
     File(PathBuf),
     /// A hosts URL, refetched every interval.
-    Url(Fetcher, Duration),
+    Url(Box<Fetcher>),
 }
 
-/// Publishes `table`, logging what changed in size.
-pub fn publish(shared: &Shared, table: PeerTable, origin: &str) {
-    tracing::info!("{origin}: loaded {} peer entries", table.len());
-    shared.table.store(Arc::new(table));
+/// How often the control plane does what.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Between fetches of the hosts URL (before jitter).
+    pub url_interval: Duration,
+    /// Between re-resolutions of host names.
+    pub resolve_interval: Duration,
+    /// Between keepalives to every peer, if any.
+    pub keepalive: Option<Duration>,
 }
 
-/// Rereads the hosts file; on failure keeps the table in force and logs why.
-pub fn reload_file(path: &Path, family: Family, shared: &Shared) {
-    match load_file(path, family) {
-        Ok(table) => publish(shared, table, &path.display().to_string()),
-        Err(e) => tracing::error!("{e:#}; keeping the previous table"),
-    }
+/// What the main thread tells the control plane.
+#[derive(Debug)]
+pub enum Command {
+    /// SIGHUP: reload the hosts file, or fetch the URL now.
+    Reload,
 }
 
-/// Starts the thread that refetches the hosts URL every `interval`.
-pub fn spawn_url_refresh(
-    mut fetcher: Fetcher,
-    interval: Duration,
+/// How often a hosts file is checked for changes.
+const FILE_CHECK: Duration = Duration::from_secs(1);
+
+/// The control plane's state: the source, the current document and the last good addresses.
+pub struct Control {
+    source: Source,
     family: Family,
-    shared: Arc<Shared>,
-) -> Result<()> {
-    thread::Builder::new().name("hosts-url".into()).spawn(move || {
-        loop {
-            thread::sleep(interval);
-            match load_url(&mut fetcher, family) {
-                Ok(Some(table)) => publish(&shared, table, fetcher.url().as_str()),
-                Ok(None) => tracing::debug!("{}: unchanged", fetcher.url()),
-                Err(e) => tracing::error!("{e:#}; keeping the previous table"),
+    document: Document,
+    /// The last address each host name resolved to, kept when a later lookup fails.
+    resolved: HashMap<(String, u16), SocketAddr>,
+    file_stamp: Option<FileStamp>,
+}
+
+/// What identifies a version of a file without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() })
+}
+
+impl Control {
+    /// Loads the first table. Any failure here is fatal: there would be nothing to run.
+    pub fn start(mut source: Source, family: Family) -> Result<(Self, PeerTable)> {
+        let (document, file_stamp) = match &mut source {
+            Source::Remote(host, port) => (Document::Remote(host.clone(), *port), None),
+            Source::File(path) => {
+                let stamp = stamp(path);
+                (read_file(path)?, stamp)
+            }
+            Source::Url(fetcher) => match fetcher.fetch()? {
+                Fetched::Document(text) => (parse(&text, fetcher.url().as_str())?, None),
+                Fetched::Unchanged => unreachable!("the first fetch sends no validators"),
+            },
+        };
+        let mut control = Self { source, family, document, resolved: HashMap::new(), file_stamp };
+        let table = control.resolve_document(&control.document.clone(), true)?;
+        Ok((control, table))
+    }
+
+    fn origin(&self) -> String {
+        match &self.source {
+            Source::Remote(host, _) => format!("-A {host}"),
+            Source::File(path) => path.display().to_string(),
+            Source::Url(fetcher) => fetcher.url().to_string(),
+        }
+    }
+
+    /// Resolves every host of `document`. With `strict`, a name that does not resolve is an
+    /// error; without, it keeps its last address (and only a name never resolved is an error).
+    fn resolve_document(&mut self, document: &Document, strict: bool) -> Result<PeerTable> {
+        let family = self.family;
+        let origin = self.origin();
+        let previous = &self.resolved;
+        let mut fresh: HashMap<(String, u16), SocketAddr> = HashMap::new();
+        let table = build_table(document, &origin, &mut |host, port| {
+            let result =
+                resolve(host, port, family).or_else(|error| match previous.get(&(host.to_string(), port)) {
+                    Some(last) if !strict => {
+                        tracing::warn!("{origin}: `{host}` does not resolve ({error}); keeping {last}");
+                        Ok(*last)
+                    }
+                    _ => Err(error),
+                });
+            if let Ok(addr) = result {
+                fresh.insert((host.to_string(), port), addr);
+            }
+            result
+        })?;
+        self.resolved = fresh;
+        Ok(table)
+    }
+
+    /// Publishes `table`, carrying over the ports the current one learned.
+    fn publish(&self, shared: &Shared, table: PeerTable, why: &str) {
+        let current = shared.table.load();
+        table.inherit_learned(&current);
+        tracing::info!("{}: {why}: {} entries, {} peers", self.origin(), table.len(), table.peer_count());
+        shared.table.store(Arc::new(table));
+        shared.stats.tables_loaded.fetch_add(1, Relaxed);
+        shared.stats.last_load_unix.store(unix_now(), Relaxed);
+    }
+
+    /// Rereads the source; a failure keeps the current table and says why.
+    fn reload(&mut self, shared: &Shared) {
+        let document = match &mut self.source {
+            Source::Remote(..) => Ok(Some(self.document.clone())),
+            Source::File(path) => {
+                self.file_stamp = stamp(path);
+                read_file(path).map(Some)
+            }
+            Source::Url(fetcher) => match fetcher.fetch() {
+                Ok(Fetched::Unchanged) => Ok(None),
+                Ok(Fetched::Document(text)) => {
+                    let url = fetcher.url().to_string();
+                    parse(&text, &url).inspect_err(|_| fetcher.forget_validators()).map(Some)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        let result = document.and_then(|document| match document {
+            None => Ok(None),
+            Some(document) => {
+                let table = self.resolve_document(&document, true)?;
+                Ok(Some((document, table)))
+            }
+        });
+        match result {
+            Ok(Some((document, table))) => {
+                self.document = document;
+                self.publish(shared, table, "loaded");
+            }
+            Ok(None) => {
+                tracing::debug!("{}: unchanged", self.origin());
+                shared.stats.last_load_unix.store(unix_now(), Relaxed);
+            }
+            Err(e) => {
+                shared.stats.load_failures.fetch_add(1, Relaxed);
+                tracing::error!("{e:#}; keeping the previous table");
             }
         }
-    })?;
-    Ok(())
-}
-
-/// Checks the combination of a source and the socket family before anything is opened.
-pub fn check_remote(host: &str, port: u16, family: Family) -> Result<SocketAddr> {
-    resolve(host, port, family).map_err(|e| anyhow!("-A {host}: does not resolve: {e}"))
-}
-
-/// Fails unless `interval` is sane for a timeout derived from it.
-pub fn fetch_timeout(interval: Duration) -> Result<Duration> {
-    if interval.is_zero() {
-        bail!("--hosts-url-interval must be positive");
     }
-    // A fetch may take up to 30 s, but never longer than the interval between two fetches.
-    Ok(interval.clamp(Duration::from_secs(1), Duration::from_secs(30)))
+
+    /// Resolves the current document's names again; publishes if an address changed.
+    fn re_resolve(&mut self, shared: &Shared) {
+        let before = self.resolved.clone();
+        match self.resolve_document(&self.document.clone(), false) {
+            Ok(table) if self.resolved != before => self.publish(shared, table, "a host's address changed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("{e:#}"),
+        }
+    }
+
+    /// Whether the current document names any host by name (so re-resolving can matter).
+    fn has_names(&self) -> bool {
+        let is_name = |host: &str| host.parse::<IpAddr>().is_err();
+        match &self.document {
+            Document::Remote(host, _) => is_name(host),
+            Document::Hosts(entries) => entries.iter().any(|e| is_name(&e.host)),
+        }
+    }
+
+    /// Runs the control plane until `commands` closes.
+    pub fn run(
+        mut self,
+        shared: Arc<Shared>,
+        timing: Timing,
+        keepalive: Option<Socket>,
+        commands: Receiver<Command>,
+    ) {
+        let now = Instant::now();
+        let mut next_fetch = now + jittered(timing.url_interval);
+        let mut next_resolve = now + timing.resolve_interval;
+        let mut next_file_check = now + FILE_CHECK;
+        let mut next_keepalive = now + timing.keepalive.unwrap_or(Duration::MAX / 4);
+        loop {
+            let mut deadline = next_resolve.min(next_keepalive);
+            match self.source {
+                Source::Url(_) => deadline = deadline.min(next_fetch),
+                Source::File(_) => deadline = deadline.min(next_file_check),
+                Source::Remote(..) => {}
+            }
+            match commands.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Command::Reload) => {
+                    tracing::info!("SIGHUP: reloading {}", self.origin());
+                    self.reload(&shared);
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = Instant::now();
+            if matches!(self.source, Source::Url(_)) && now >= next_fetch {
+                self.reload(&shared);
+                next_fetch = Instant::now() + jittered(timing.url_interval);
+            }
+            if let Source::File(path) = &self.source
+                && now >= next_file_check
+            {
+                next_file_check = now + FILE_CHECK;
+                if stamp(path) != self.file_stamp {
+                    tracing::info!("{} changed on disk", path.display());
+                    self.reload(&shared);
+                }
+            }
+            if now >= next_resolve {
+                next_resolve = now + timing.resolve_interval;
+                if self.has_names() {
+                    self.re_resolve(&shared);
+                }
+            }
+            if let (Some(interval), Some(socket)) = (timing.keepalive, &keepalive)
+                && now >= next_keepalive
+            {
+                next_keepalive = now + interval;
+                send_keepalives(socket, &shared);
+            }
+        }
+    }
+}
+
+/// Sends a zero-length datagram to every peer: it keeps NAT mappings open, and receivers (this
+/// tool, and kernel FOU, which finds no IP header in it) drop it without a word.
+fn send_keepalives(socket: &Socket, shared: &Shared) {
+    let is_v6 = socket.local_addr().ok().and_then(|a| a.as_socket()).is_some_and(|a| a.is_ipv6());
+    let table = shared.table.load();
+    for peer in table.peers() {
+        if let Err(e) = socket.send_to(&[], &udp::to_socket_family(peer, is_v6).into()) {
+            tracing::debug!("keepalive to {peer} failed: {e}");
+        }
+    }
+}
+
+/// `interval` ± 10 %, so that many nodes polling one server do not do it in step.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + 0.2 * fastrand::f64())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn parse(text: &str, origin: &str) -> Result<Document> {
+    hosts::parse(text).map(Document::Hosts).map_err(|e| anyhow!("{origin}: {e}"))
+}
+
+fn read_file(path: &Path) -> Result<Document> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// A fetch may take up to 30 s, but never longer than the interval between two fetches.
+pub fn fetch_timeout(interval: Duration) -> Duration {
+    interval.clamp(Duration::from_secs(1), Duration::from_secs(30))
 }
 
 #[cfg(test)]
@@ -163,7 +371,6 @@ mod tests {
     use super::*;
     use crate::packet::tests::echo_request_v4;
     use crate::peers::Verdict;
-    use std::cell::Cell;
 
     #[test]
     fn literals_resolve_without_dns_and_families_are_enforced() {
@@ -173,25 +380,31 @@ mod tests {
         assert!(resolve("localhost", 9, Family::V4).unwrap().is_ipv4());
     }
 
+    fn three_entries() -> Document {
+        parse(
+            "{ nodes: {\n \"10.0.0.1\": { host: \"a\" },\n \"10.0.0.2\": { host: \"a\" },\n \"10.0.0.3\": { host: \"bad\" } } }",
+            "hosts.json",
+        )
+        .unwrap()
+    }
+
     #[test]
     fn each_host_is_resolved_once_and_errors_name_the_line() {
-        let entries = hosts::parse(
-            "{ nodes: {\n \"10.0.0.1\": { host: \"a\" },\n \"10.0.0.2\": { host: \"a\" },\n \"10.0.0.3\": { host: \"bad\" } } }",
-        )
-        .unwrap();
-        let calls = Cell::new(0);
-        let resolver = |host: &str, port: u16| {
+        let calls = std::cell::Cell::new(0);
+        let mut resolver = |host: &str, port: u16| {
             calls.set(calls.get() + 1);
             match host {
                 "a" => Ok(SocketAddr::from(([192, 0, 2, 1], port))),
                 _ => Err(io::Error::other("no address found")),
             }
         };
-        let error = build_table(&entries, "hosts.json", &resolver).unwrap_err().to_string();
+        let error = build_table(&three_entries(), "hosts.json", &mut resolver).unwrap_err().to_string();
         assert_eq!(error, "hosts.json: line 4: `10.0.0.3`: host `bad` does not resolve: no address found");
         assert_eq!(calls.get(), 2);
 
-        let table = build_table(&entries[..2], "hosts.json", &resolver).unwrap();
+        let Document::Hosts(entries) = three_entries() else { unreachable!() };
+        let table =
+            build_table(&Document::Hosts(entries[..2].to_vec()), "hosts.json", &mut resolver).unwrap();
         assert_eq!(
             table.route(&echo_request_v4([10, 0, 0, 9], [10, 0, 0, 2])),
             Verdict::Send("192.0.2.1:7777".parse().unwrap())
@@ -200,7 +413,15 @@ mod tests {
 
     #[test]
     fn document_errors_name_the_origin() {
-        let error = load_document("{ nodes: { x: {} } }", "https://h/x.json", Family::V4).unwrap_err();
+        let error = parse("{ nodes: { x: {} } }", "https://h/x.json").unwrap_err();
         assert!(error.to_string().starts_with("https://h/x.json: line 1 column 12:"), "{error}");
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_secs(100));
+            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110), "{d:?}");
+        }
     }
 }

@@ -65,6 +65,8 @@ pub struct Options {
     pub socket_is_v6: bool,
     /// How long a thread keeps looking for work before it sleeps.
     pub busy_poll: Duration,
+    /// Accept packets whatever their outer source address (no source check).
+    pub accept_any_source: bool,
 }
 
 /// Starts one thread per queue. A thread that hits an unrecoverable error (the TUN device
@@ -135,6 +137,7 @@ fn wait_readable(queue: &Queue) -> io::Result<()> {
 /// Log rate limits, one per kind of message, shared by all threads.
 struct Limits {
     malformed: RateLimit,
+    source_check: RateLimit,
     send_error: RateLimit,
     tun_read_error: RateLimit,
     tun_write_error: RateLimit,
@@ -146,6 +149,7 @@ impl Default for Limits {
         let second = || RateLimit::new(1000);
         Self {
             malformed: second(),
+            source_check: second(),
             send_error: second(),
             tun_read_error: second(),
             tun_write_error: second(),
@@ -322,12 +326,29 @@ impl Inbound {
                 return Ok(true);
             }
         }
+        let table = shared.table.load();
         let (mut count, mut bytes, mut malformed, mut write_failures) = (0u64, 0u64, 0u64, 0u64);
+        let (mut keepalives, mut spoofed) = (0u64, 0u64);
         let mut used = 0;
         for (source, datagram) in self.receiver.datagrams() {
+            if datagram.is_empty() {
+                keepalives += 1;
+                table.keepalive_from(source);
+                continue;
+            }
             if let Err(reason) = packet::check(datagram) {
                 malformed += 1;
                 warn_limited!(limits.malformed, "dropped a datagram from {source}: {}", reason.as_str());
+                continue;
+            }
+            if !table.admit(datagram, source, options.accept_any_source) {
+                spoofed += 1;
+                warn_limited!(
+                    limits.source_check,
+                    "dropped a packet from {}, received from {source}: the table maps that address to \
+                     another peer (--accept-any-source turns this check off)",
+                    packet::source(datagram).map_or("?".to_string(), |a| a.to_string())
+                );
                 continue;
             }
             count += 1;
@@ -362,7 +383,9 @@ impl Inbound {
             warn_limited!(limits.tun_write_error, "writing to the TUN failed: {e}");
         }
         shared.stats.drop(Drop::Malformed, malformed);
+        shared.stats.drop(Drop::SourceCheck, spoofed);
         shared.stats.drop(Drop::TunWriteError, write_failures);
+        add(&shared.stats.keepalives_received, keepalives);
         add(&shared.stats.received_packets, count);
         add(&shared.stats.received_bytes, bytes);
         Ok(true)

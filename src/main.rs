@@ -1,8 +1,8 @@
 //! udptun: IP over UDP in user space, in the Linux FOU direct wire format.
 //!
 //! `main` wires the pieces together: it loads the first peer table (control plane), opens the
-//! UDP sockets and the TUN device (I/O edges), starts the data-plane threads and then waits for
-//! a signal or a fatal error. See ARCHITECTURE.md.
+//! UDP sockets and the TUN device (I/O edges), configures the device, starts the data-plane
+//! threads and then waits for a signal or a fatal error. See ARCHITECTURE.md.
 
 mod batch;
 mod cli;
@@ -10,8 +10,11 @@ mod control;
 mod datapath;
 mod fetch;
 mod hosts;
+mod metrics;
+mod netlink;
 mod packet;
 mod peers;
+mod privileges;
 mod stats;
 mod tun;
 mod udp;
@@ -25,18 +28,33 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use clap::Parser;
+use clap::CommandFactory;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::Cli;
-use crate::control::{Family, Source};
+use crate::control::{Command, Control, Family, Source, Timing};
 use crate::datapath::{Fatal, Options, Queue, Shared};
 use crate::fetch::{Fetcher, Trust};
-use crate::peers::PeerTable;
+use crate::netlink::Netlink;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            eprintln!("udptun: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if cli.generate_man {
+        return print_generated(|out| clap_mangen::Man::new(Cli::command()).render(out));
+    }
+    if let Some(shell) = cli.generate_completions {
+        return print_generated(|out| {
+            clap_complete::generate(shell, &mut Cli::command(), "udptun", out);
+            Ok(())
+        });
+    }
     let default_level = match cli.verbose {
         0 => "info",
         1 => "debug",
@@ -59,6 +77,16 @@ fn main() -> ExitCode {
     }
 }
 
+fn print_generated(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> ExitCode {
+    match write(&mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("udptun: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// What wakes the main thread.
 enum Event {
     Signal(i32),
@@ -67,22 +95,23 @@ enum Event {
 
 fn run(cli: &Cli) -> Result<()> {
     let family = if cli.local_address.is_ipv6() { Family::Any } else { Family::V4 };
+    let identity = match &cli.user {
+        Some(user) => Some(privileges::resolve(user, cli.group.as_deref())?),
+        None => None,
+    };
 
     // The first table must load, or there is nothing to run (a supervisor will retry).
-    let (table, source) = if let Some(host) = &cli.remote_address {
-        (PeerTable::Single(control::check_remote(host, cli.remote_port, family)?), Source::Remote)
+    let source = if let Some(host) = &cli.remote_address {
+        Source::Remote(host.clone(), cli.remote_port)
     } else if let Some(path) = &cli.hosts_file {
-        (control::load_file(path, family)?, Source::File(path.clone()))
+        Source::File(path.clone())
     } else if let Some(url) = &cli.hosts_url {
         let trust = Trust { ca_file: cli.ca_file.as_deref(), ca_path: cli.ca_path.as_deref() };
-        let timeout = control::fetch_timeout(cli.hosts_url_interval)?;
-        let mut fetcher = Fetcher::new(url, &trust, timeout)?;
-        let table = control::load_url(&mut fetcher, family)?
-            .context("the first fetch of the hosts URL returned no document")?;
-        (table, Source::Url(fetcher, cli.hosts_url_interval))
+        Source::Url(Box::new(Fetcher::new(url, &trust, control::fetch_timeout(cli.hosts_url_interval))?))
     } else {
         unreachable!("clap requires one of -A, --hosts-file, --hosts-url");
     };
+    let (control, table) = Control::start(source, family)?;
 
     let threads = match cli.threads {
         Some(n) => usize::from(n),
@@ -97,9 +126,11 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let gso = offload && udp::supports_gso(&sockets[0]);
     let gro = offload && sockets.iter().all(udp::enable_gro);
+    let keepalive_socket = sockets[0].try_clone()?;
 
     let device = tun::create(&cli.device, threads, offload, cli.mtu())
         .with_context(|| format!("creating TUN device {}", cli.device))?;
+    configure_device(cli, &device.name)?;
     tracing::info!(
         "device {} (mtu {}), listening on {local}, {threads} thread(s), offloads: tun {}, gso {gso}, gro {gro}",
         device.name,
@@ -114,38 +145,49 @@ fn run(cli: &Cli) -> Result<()> {
         gro,
         socket_is_v6: local.is_ipv6(),
         busy_poll: Duration::from_micros(cli.busy_poll),
+        accept_any_source: cli.accept_any_source,
     };
     let queues = device.queues.into_iter().zip(sockets).map(|(device, socket)| Queue { device, socket });
     let (events, wake) = mpsc::channel();
     let fatal_events = events.clone();
     let on_fatal = Arc::new(move |fatal| drop(fatal_events.send(Event::Fatal(fatal))));
     datapath::spawn(queues.collect(), options, &shared, on_fatal)?;
+    if let Some(listen) = cli.metrics_listen {
+        metrics::serve(listen, shared.clone()).with_context(|| format!("--metrics-listen {listen}"))?;
+        tracing::info!("metrics at http://{listen}/metrics");
+    }
+
+    if let Some((uid, gid)) = identity {
+        privileges::drop_to(uid, gid)?;
+        tracing::info!("now running as uid {uid}, gid {gid}");
+    }
+
+    let (commands, command_queue) = mpsc::channel();
+    let timing = Timing {
+        url_interval: cli.hosts_url_interval,
+        resolve_interval: cli.resolve_interval,
+        keepalive: cli.keepalive,
+    };
+    let control_shared = shared.clone();
+    thread::Builder::new()
+        .name("control".into())
+        .spawn(move || control.run(control_shared, timing, Some(keepalive_socket), command_queue))?;
 
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    let signal_events = events.clone();
     thread::Builder::new().name("signals".into()).spawn(move || {
         for signal in signals.forever() {
-            if signal_events.send(Event::Signal(signal)).is_err() {
+            if events.send(Event::Signal(signal)).is_err() {
                 break;
             }
         }
     })?;
 
-    let reloadable = match source {
-        Source::Remote => None,
-        Source::File(path) => Some(path),
-        Source::Url(fetcher, interval) => {
-            control::spawn_url_refresh(fetcher, interval, family, shared.clone())?;
-            None
-        }
-    };
+    // Ready: the device is configured and the first table is loaded.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     for event in wake {
         match event {
-            Event::Signal(SIGHUP) => match &reloadable {
-                Some(path) => control::reload_file(path, family, &shared),
-                None => tracing::info!("SIGHUP: no hosts file to reload"),
-            },
+            Event::Signal(SIGHUP) => drop(commands.send(Command::Reload)),
             Event::Signal(signal) => {
                 tracing::info!("signal {signal}: shutting down; {}", shared.stats.summary());
                 return Ok(());
@@ -154,6 +196,25 @@ fn run(cli: &Cli) -> Result<()> {
                 anyhow::bail!("{message}; {}", shared.stats.summary())
             }
         }
+    }
+    Ok(())
+}
+
+/// Puts the addresses on the device, brings it up and adds the routes (`--address`, `--route`).
+fn configure_device(cli: &Cli, name: &str) -> Result<()> {
+    if cli.address.is_empty() && cli.route.is_empty() {
+        return Ok(());
+    }
+    let mut netlink = Netlink::open().context("opening a netlink socket")?;
+    let index = Netlink::index(name).with_context(|| format!("device {name}"))?;
+    for address in &cli.address {
+        netlink
+            .add_address(index, *address)
+            .with_context(|| format!("--address {}/{}", address.addr, address.len))?;
+    }
+    netlink.set_up(index).with_context(|| format!("setting {name} up"))?;
+    for route in &cli.route {
+        netlink.add_route(index, route.addr(), route.len()).with_context(|| format!("--route {route}"))?;
     }
     Ok(())
 }

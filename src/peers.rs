@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
 
 use crate::packet;
 
@@ -18,6 +19,16 @@ pub struct Prefix {
 }
 
 impl Prefix {
+    /// The (masked) network address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length in bits.
+    pub fn len(&self) -> u8 {
+        self.len
+    }
+
     /// Whether this prefix names one single address.
     pub fn is_host(&self) -> bool {
         self.len == max_len(self.addr)
@@ -137,14 +148,50 @@ fn insert_len<K: std::hash::Hash + Eq, V>(maps: &mut Vec<(u8, HashMap<K, V>)>, l
     maps[index].1.insert(key, value);
 }
 
-/// Where packets go: the one remote of a one-to-one tunnel, or a map from inner prefixes to
-/// real peer addresses for one-to-many.
+/// A peer's real address, and the source port it was last seen sending from when a NAT between
+/// it and us rewrote its configured port.
 #[derive(Debug)]
-pub enum PeerTable {
-    /// Every packet goes to this one peer.
-    Single(SocketAddr),
-    /// Packets go to the peer of the longest prefix containing their destination.
-    Map(PrefixMap<SocketAddr>),
+pub struct Endpoint {
+    configured: SocketAddr,
+    /// The port replies go to instead of the configured one; 0 while none was learned.
+    learned_port: AtomicU16,
+}
+
+impl Endpoint {
+    fn new(configured: SocketAddr) -> Self {
+        Self { configured, learned_port: AtomicU16::new(0) }
+    }
+
+    /// Where to send to now: the configured address, with the learned port if there is one.
+    pub fn current(&self) -> SocketAddr {
+        match self.learned_port.load(Relaxed) {
+            0 => self.configured,
+            port => SocketAddr::new(self.configured.ip(), port),
+        }
+    }
+
+    /// Remembers that the peer sends from `port` (writes only on change, so that the data
+    /// plane's readers keep their cache line).
+    fn learn(&self, port: u16) {
+        let value = if port == self.configured.port() { 0 } else { port };
+        if self.learned_port.load(Relaxed) != value {
+            self.learned_port.store(value, Relaxed);
+        }
+    }
+}
+
+/// Where packets go, and from where they may come: the one remote of a one-to-one tunnel, or a
+/// map from inner prefixes to real peers for one-to-many. Immutable but for the ports learned
+/// from peers behind NAT.
+#[derive(Debug)]
+pub struct PeerTable {
+    /// Distinct peer addresses; the routes refer to them by index.
+    endpoints: Vec<Endpoint>,
+    /// `None` for one-to-one (everything goes to endpoint 0).
+    routes: Option<PrefixMap<u32>>,
+    /// For each peer IP, its endpoint if that is the only one with this IP (keepalives carry no
+    /// inner address, so only then do they say whose port changed).
+    by_ip: HashMap<IpAddr, Option<u32>>,
 }
 
 /// What to do with one packet read from the TUN.
@@ -160,27 +207,100 @@ pub enum Verdict {
 }
 
 impl PeerTable {
-    /// Decides where `packet` (one IP packet from the TUN) goes.
-    pub fn route(&self, packet: &[u8]) -> Verdict {
-        match self {
-            PeerTable::Single(peer) => Verdict::Send(*peer),
-            PeerTable::Map(map) => match packet::destination(packet) {
-                None => Verdict::Ignore,
-                Some(dst) => match map.lookup(dst) {
-                    Some(peer) => Verdict::Send(*peer),
-                    None if dst.is_ipv6() && !map.has_v6() => Verdict::Ignore,
-                    None => Verdict::Unreachable,
-                },
-            },
+    /// A one-to-one table: every packet goes to `peer`.
+    pub fn single(peer: SocketAddr) -> Self {
+        Self::build(vec![Endpoint::new(peer)], None)
+    }
+
+    /// A one-to-many table from (prefix, peer) pairs; a later pair for the same prefix wins.
+    pub fn from_entries(entries: impl IntoIterator<Item = (Prefix, SocketAddr)>) -> Self {
+        let mut endpoints = Vec::new();
+        let mut index_of: HashMap<SocketAddr, u32> = HashMap::new();
+        let mut routes = PrefixMap::default();
+        for (prefix, peer) in entries {
+            let index = *index_of.entry(peer).or_insert_with(|| {
+                endpoints.push(Endpoint::new(peer));
+                (endpoints.len() - 1) as u32
+            });
+            routes.insert(prefix, index);
+        }
+        Self::build(endpoints, Some(routes))
+    }
+
+    fn build(endpoints: Vec<Endpoint>, routes: Option<PrefixMap<u32>>) -> Self {
+        let mut by_ip: HashMap<IpAddr, Option<u32>> = HashMap::new();
+        for (index, endpoint) in endpoints.iter().enumerate() {
+            by_ip
+                .entry(endpoint.configured.ip())
+                .and_modify(|unique| *unique = None)
+                .or_insert(Some(index as u32));
+        }
+        Self { endpoints, routes, by_ip }
+    }
+
+    /// The endpoint serving inner address `addr`.
+    fn endpoint_for(&self, addr: IpAddr) -> Option<&Endpoint> {
+        match &self.routes {
+            None => self.endpoints.first(),
+            Some(routes) => routes.lookup(addr).map(|&i| &self.endpoints[i as usize]),
         }
     }
 
-    /// The number of peer entries (1 for one-to-one).
-    pub fn len(&self) -> usize {
-        match self {
-            PeerTable::Single(_) => 1,
-            PeerTable::Map(map) => map.len(),
+    /// Decides where `packet` (one IP packet from the TUN) goes.
+    pub fn route(&self, packet: &[u8]) -> Verdict {
+        let Some(dst) = packet::destination(packet) else { return Verdict::Ignore };
+        match (self.endpoint_for(dst), &self.routes) {
+            (Some(endpoint), _) => Verdict::Send(endpoint.current()),
+            (None, Some(routes)) if dst.is_ipv6() && !routes.has_v6() => Verdict::Ignore,
+            (None, _) => Verdict::Unreachable,
         }
+    }
+
+    /// The source check: whether `packet` (already checked to be one IP packet), received from
+    /// `source`, comes from the real address the table maps its inner source address to. An
+    /// accepted packet from another port than configured teaches the table that port (the peer
+    /// is behind a NAT). With `any_source` every packet is accepted, and still teaches ports.
+    pub fn admit(&self, packet: &[u8], source: SocketAddr, any_source: bool) -> bool {
+        let endpoint = packet::source(packet).and_then(|inner| self.endpoint_for(inner));
+        match endpoint {
+            Some(endpoint) if endpoint.configured.ip() == source.ip() => {
+                endpoint.learn(source.port());
+                true
+            }
+            _ => any_source,
+        }
+    }
+
+    /// A keepalive came from `source`: if exactly one peer has that IP, learn its port.
+    pub fn keepalive_from(&self, source: SocketAddr) {
+        if let Some(Some(index)) = self.by_ip.get(&source.ip()) {
+            self.endpoints[*index as usize].learn(source.port());
+        }
+    }
+
+    /// Every distinct peer, at the address packets go to now (for keepalives).
+    pub fn peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.endpoints.iter().map(Endpoint::current)
+    }
+
+    /// Takes over the ports `old` learned for peers this table has too, so that a reload does
+    /// not cut off peers behind NAT.
+    pub fn inherit_learned(&self, old: &PeerTable) {
+        for endpoint in &self.endpoints {
+            if let Some(previous) = old.endpoints.iter().find(|e| e.configured == endpoint.configured) {
+                endpoint.learned_port.store(previous.learned_port.load(Relaxed), Relaxed);
+            }
+        }
+    }
+
+    /// The number of route entries (1 for one-to-one).
+    pub fn len(&self) -> usize {
+        self.routes.as_ref().map_or(1, PrefixMap::len)
+    }
+
+    /// The number of distinct peers.
+    pub fn peer_count(&self) -> usize {
+        self.endpoints.len()
     }
 }
 
@@ -239,7 +359,7 @@ mod tests {
 
     #[test]
     fn single_peer_takes_everything() {
-        let table = PeerTable::Single(peer("192.0.2.1:7777"));
+        let table = PeerTable::single(peer("192.0.2.1:7777"));
         let v6 = udp_v6("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), b"x");
         assert_eq!(table.route(&v6), Verdict::Send(peer("192.0.2.1:7777")));
         assert_eq!(
@@ -250,9 +370,7 @@ mod tests {
 
     #[test]
     fn map_routes_by_destination_and_answers_unmapped() {
-        let mut map = PrefixMap::default();
-        map.insert(prefix("192.168.100.2"), peer("192.0.2.2:7777"));
-        let table = PeerTable::Map(map);
+        let table = PeerTable::from_entries([(prefix("192.168.100.2"), peer("192.0.2.2:7777"))]);
         let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
         let to_3 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 3]);
         assert_eq!(table.route(&to_2), Verdict::Send(peer("192.0.2.2:7777")));
@@ -263,12 +381,78 @@ mod tests {
     #[test]
     fn ipv6_is_ignored_quietly_unless_the_map_has_ipv6() {
         let v6 = udp_v6("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), b"x");
-        let mut map = PrefixMap::default();
-        map.insert(prefix("192.168.100.2"), peer("192.0.2.2:7777"));
-        assert_eq!(PeerTable::Map(map).route(&v6), Verdict::Ignore);
+        let v4_only = PeerTable::from_entries([(prefix("192.168.100.2"), peer("192.0.2.2:7777"))]);
+        assert_eq!(v4_only.route(&v6), Verdict::Ignore);
+        let with_v6 = PeerTable::from_entries([(prefix("fd00::9"), peer("192.0.2.9:7777"))]);
+        assert_eq!(with_v6.route(&v6), Verdict::Unreachable);
+    }
 
-        let mut map = PrefixMap::default();
-        map.insert(prefix("fd00::9"), peer("192.0.2.9:7777"));
-        assert_eq!(PeerTable::Map(map).route(&v6), Verdict::Unreachable);
+    fn overlay() -> PeerTable {
+        PeerTable::from_entries([
+            (prefix("192.168.100.1"), peer("192.0.2.1:7777")),
+            (prefix("192.168.100.2"), peer("192.0.2.2:7777")),
+            (prefix("10.77.0.0/24"), peer("192.0.2.2:7777")),
+        ])
+    }
+
+    #[test]
+    fn source_check_accepts_only_the_mapped_real_address() {
+        let table = overlay();
+        let from_2 = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
+        let from_lan = echo_request_v4([10, 77, 0, 9], [192, 168, 100, 1]);
+        let from_unknown = echo_request_v4([192, 168, 100, 9], [192, 168, 100, 1]);
+        assert!(table.admit(&from_2, peer("192.0.2.2:7777"), false));
+        assert!(table.admit(&from_lan, peer("192.0.2.2:7777"), false), "prefix behind a gateway");
+        assert!(!table.admit(&from_2, peer("192.0.2.1:7777"), false), "spoofed: .2 claimed by .1's host");
+        assert!(!table.admit(&from_2, peer("198.51.100.1:7777"), false), "spoofed from outside");
+        assert!(!table.admit(&from_unknown, peer("192.0.2.2:7777"), false), "inner source not mapped");
+        assert!(table.admit(&from_unknown, peer("198.51.100.1:7777"), true), "--accept-any-source");
+        let single = PeerTable::single(peer("192.0.2.1:7777"));
+        assert!(single.admit(&from_unknown, peer("192.0.2.1:7777"), false));
+        assert!(!single.admit(&from_unknown, peer("192.0.2.7:7777"), false));
+    }
+
+    #[test]
+    fn a_rewritten_source_port_is_learned_and_replies_follow_it() {
+        let table = overlay();
+        let from_2 = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
+        let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
+        assert!(table.admit(&from_2, peer("192.0.2.2:40000"), false));
+        assert_eq!(table.route(&to_2), Verdict::Send(peer("192.0.2.2:40000")));
+        // The gateway's subnet shares the endpoint, so it follows too.
+        assert_eq!(
+            table.route(&echo_request_v4([1, 1, 1, 1], [10, 77, 0, 5])),
+            Verdict::Send(peer("192.0.2.2:40000"))
+        );
+        // Back to the configured port.
+        assert!(table.admit(&from_2, peer("192.0.2.2:7777"), false));
+        assert_eq!(table.route(&to_2), Verdict::Send(peer("192.0.2.2:7777")));
+    }
+
+    #[test]
+    fn keepalives_teach_ports_only_when_the_ip_is_unambiguous() {
+        let table = PeerTable::from_entries([
+            (prefix("192.168.100.1"), peer("192.0.2.1:7777")),
+            (prefix("192.168.100.2"), peer("192.0.2.2:7777")),
+            (prefix("192.168.100.3"), peer("192.0.2.2:7778")),
+        ]);
+        table.keepalive_from(peer("192.0.2.1:50000"));
+        table.keepalive_from(peer("192.0.2.2:50001"));
+        let ports: Vec<u16> = table.peers().map(|p| p.port()).collect();
+        assert_eq!(ports, vec![50000, 7777, 7778]);
+        assert_eq!(table.peer_count(), 3);
+    }
+
+    #[test]
+    fn a_new_table_inherits_learned_ports_of_unchanged_peers() {
+        let old = overlay();
+        old.keepalive_from(peer("192.0.2.1:50000"));
+        let new = PeerTable::from_entries([
+            (prefix("192.168.100.1"), peer("192.0.2.1:7777")),
+            (prefix("192.168.100.3"), peer("192.0.2.3:7777")),
+        ]);
+        new.inherit_learned(&old);
+        let to_1 = echo_request_v4([192, 168, 100, 3], [192, 168, 100, 1]);
+        assert_eq!(new.route(&to_1), Verdict::Send(peer("192.0.2.1:50000")));
     }
 }

@@ -16,6 +16,8 @@ pub enum Drop {
     SendError,
     /// The kernel refused a packet written to the TUN.
     TunWriteError,
+    /// The outer source address is not the peer the inner source address maps to.
+    SourceCheck,
     /// Not routable and not worth an answer: IPv6 with no IPv6 entry in the table (router
     /// solicitations and the like), or bytes from the TUN that are no IP packet.
     Ignored,
@@ -23,14 +25,21 @@ pub enum Drop {
 
 impl Drop {
     /// Every reason, in counter order.
-    pub const ALL: [Drop; 5] =
-        [Drop::NoMapping, Drop::Malformed, Drop::SendError, Drop::TunWriteError, Drop::Ignored];
+    pub const ALL: [Drop; 6] = [
+        Drop::NoMapping,
+        Drop::Malformed,
+        Drop::SourceCheck,
+        Drop::SendError,
+        Drop::TunWriteError,
+        Drop::Ignored,
+    ];
 
     /// A stable name for logs and metrics labels.
     pub fn name(self) -> &'static str {
         match self {
             Drop::NoMapping => "no_mapping",
             Drop::Malformed => "malformed",
+            Drop::SourceCheck => "source_check",
             Drop::SendError => "send_error",
             Drop::TunWriteError => "tun_write_error",
             Drop::Ignored => "ignored",
@@ -49,6 +58,14 @@ pub struct Stats {
     pub received_packets: AtomicU64,
     /// Bytes of those packets.
     pub received_bytes: AtomicU64,
+    /// Keepalives (zero-length datagrams) received.
+    pub keepalives_received: AtomicU64,
+    /// Peer tables published after the first.
+    pub tables_loaded: AtomicU64,
+    /// Reloads, fetches or documents that failed (the previous table stayed in force).
+    pub load_failures: AtomicU64,
+    /// When the hosts source last loaded or was confirmed unchanged (Unix seconds).
+    pub last_load_unix: AtomicU64,
     drops: [AtomicU64; Drop::ALL.len()],
 }
 
