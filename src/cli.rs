@@ -149,11 +149,18 @@ fn parse_from(args: Vec<OsString>) -> Result<Cli> {
     let first = Cli::command().ignore_errors(true).try_get_matches_from(&args).ok();
     let config = first.as_ref().and_then(|m| m.get_one::<PathBuf>("config").cloned());
     let mut full = args.clone();
-    if let (Some(path), Some(first)) = (config, first) {
+    if let (Some(path), Some(first)) = (config, &first) {
         let from_file = config_args(&path, &|id| first.value_source(id) == Some(ValueSource::CommandLine))?;
         full.splice(1..1, from_file);
     }
-    let matches = Cli::command().try_get_matches_from(full).unwrap_or_else(|e| e.exit());
+    let generating =
+        first.as_ref().is_some_and(|m| m.get_flag("generate_man") || m.contains_id("generate_completions"));
+    let mut command = Cli::command();
+    if generating {
+        // The man page and completions need no peer source.
+        command = command.mut_group("peers", |g| g.required(false));
+    }
+    let matches = command.try_get_matches_from(full).unwrap_or_else(|e| e.exit());
     Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
 }
 

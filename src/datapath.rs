@@ -17,7 +17,7 @@ use socket2::Socket;
 use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::packet;
-use crate::peers::{PeerTable, Verdict};
+use crate::peers::{Admission, PeerTable, Verdict};
 use crate::stats::{Drop, RateLimit, Stats};
 use crate::tun;
 use crate::udp::{self, Receiver, Sender};
@@ -138,6 +138,7 @@ fn wait_readable(queue: &Queue) -> io::Result<()> {
 struct Limits {
     malformed: RateLimit,
     source_check: RateLimit,
+    new_port: RateLimit,
     send_error: RateLimit,
     tun_read_error: RateLimit,
     tun_write_error: RateLimit,
@@ -150,6 +151,7 @@ impl Default for Limits {
         Self {
             malformed: second(),
             source_check: second(),
+            new_port: second(),
             send_error: second(),
             tun_read_error: second(),
             tun_write_error: second(),
@@ -333,7 +335,7 @@ impl Inbound {
         for (source, datagram) in self.receiver.datagrams() {
             if datagram.is_empty() {
                 keepalives += 1;
-                table.keepalive_from(source);
+                note_new_port(table.keepalive_from(source), limits);
                 continue;
             }
             if let Err(reason) = packet::check(datagram) {
@@ -341,7 +343,9 @@ impl Inbound {
                 warn_limited!(limits.malformed, "dropped a datagram from {source}: {}", reason.as_str());
                 continue;
             }
-            if !table.admit(datagram, source, options.accept_any_source) {
+            let admission = table.admit(datagram, source, options.accept_any_source);
+            note_new_port(admission, limits);
+            if admission == Admission::Rejected {
                 spoofed += 1;
                 warn_limited!(
                     limits.source_check,
@@ -389,6 +393,14 @@ impl Inbound {
         add(&shared.stats.received_packets, count);
         add(&shared.stats.received_bytes, bytes);
         Ok(true)
+    }
+}
+
+/// Tells the operator when a peer's replies start going to another port (it is behind a NAT
+/// that rewrote its port, or the NAT's mapping changed).
+fn note_new_port(admission: Admission, limits: &Limits) {
+    if let Admission::AcceptedFromNewPort { configured, now } = admission {
+        warn_limited!(limits.new_port, "peer {configured} is now reached at {now} (behind NAT?)");
     }
 }
 

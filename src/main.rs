@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         }
     };
     if cli.generate_man {
-        return print_generated(|out| clap_mangen::Man::new(Cli::command()).render(out));
+        return print_generated(|out| clap_mangen::Man::new(Cli::command()).section("8").render(out));
     }
     if let Some(shell) = cli.generate_completions {
         return print_generated(|out| {

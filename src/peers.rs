@@ -162,6 +162,14 @@ impl Endpoint {
         Self { configured, learned_port: AtomicU16::new(0) }
     }
 
+    fn observe(&self, source: SocketAddr) -> Admission {
+        if self.learn(source.port()) {
+            Admission::AcceptedFromNewPort { configured: self.configured, now: self.current() }
+        } else {
+            Admission::Accepted
+        }
+    }
+
     /// Where to send to now: the configured address, with the learned port if there is one.
     pub fn current(&self) -> SocketAddr {
         match self.learned_port.load(Relaxed) {
@@ -171,12 +179,14 @@ impl Endpoint {
     }
 
     /// Remembers that the peer sends from `port` (writes only on change, so that the data
-    /// plane's readers keep their cache line).
-    fn learn(&self, port: u16) {
+    /// plane's readers keep their cache line). Returns whether it changed.
+    fn learn(&self, port: u16) -> bool {
         let value = if port == self.configured.port() { 0 } else { port };
-        if self.learned_port.load(Relaxed) != value {
+        let changed = self.learned_port.load(Relaxed) != value;
+        if changed {
             self.learned_port.store(value, Relaxed);
         }
+        changed
     }
 }
 
@@ -192,6 +202,23 @@ pub struct PeerTable {
     /// For each peer IP, its endpoint if that is the only one with this IP (keepalives carry no
     /// inner address, so only then do they say whose port changed).
     by_ip: HashMap<IpAddr, Option<u32>>,
+}
+
+/// The outcome of the source check on one received packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// From the peer its inner source maps to.
+    Accepted,
+    /// From that peer, but from a new port: replies go to `now` from here on (a NAT rewrote
+    /// the peer's port, or it moved).
+    AcceptedFromNewPort {
+        /// The peer's configured address.
+        configured: SocketAddr,
+        /// Where replies go now.
+        now: SocketAddr,
+    },
+    /// Not from the peer its inner source maps to (or its inner source maps to none).
+    Rejected,
 }
 
 /// What to do with one packet read from the TUN.
@@ -260,21 +287,20 @@ impl PeerTable {
     /// `source`, comes from the real address the table maps its inner source address to. An
     /// accepted packet from another port than configured teaches the table that port (the peer
     /// is behind a NAT). With `any_source` every packet is accepted, and still teaches ports.
-    pub fn admit(&self, packet: &[u8], source: SocketAddr, any_source: bool) -> bool {
+    pub fn admit(&self, packet: &[u8], source: SocketAddr, any_source: bool) -> Admission {
         let endpoint = packet::source(packet).and_then(|inner| self.endpoint_for(inner));
         match endpoint {
-            Some(endpoint) if endpoint.configured.ip() == source.ip() => {
-                endpoint.learn(source.port());
-                true
-            }
-            _ => any_source,
+            Some(endpoint) if endpoint.configured.ip() == source.ip() => endpoint.observe(source),
+            _ if any_source => Admission::Accepted,
+            _ => Admission::Rejected,
         }
     }
 
     /// A keepalive came from `source`: if exactly one peer has that IP, learn its port.
-    pub fn keepalive_from(&self, source: SocketAddr) {
-        if let Some(Some(index)) = self.by_ip.get(&source.ip()) {
-            self.endpoints[*index as usize].learn(source.port());
+    pub fn keepalive_from(&self, source: SocketAddr) -> Admission {
+        match self.by_ip.get(&source.ip()) {
+            Some(Some(index)) => self.endpoints[*index as usize].observe(source),
+            _ => Admission::Rejected,
         }
     }
 
@@ -401,15 +427,32 @@ mod tests {
         let from_2 = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
         let from_lan = echo_request_v4([10, 77, 0, 9], [192, 168, 100, 1]);
         let from_unknown = echo_request_v4([192, 168, 100, 9], [192, 168, 100, 1]);
-        assert!(table.admit(&from_2, peer("192.0.2.2:7777"), false));
-        assert!(table.admit(&from_lan, peer("192.0.2.2:7777"), false), "prefix behind a gateway");
-        assert!(!table.admit(&from_2, peer("192.0.2.1:7777"), false), "spoofed: .2 claimed by .1's host");
-        assert!(!table.admit(&from_2, peer("198.51.100.1:7777"), false), "spoofed from outside");
-        assert!(!table.admit(&from_unknown, peer("192.0.2.2:7777"), false), "inner source not mapped");
-        assert!(table.admit(&from_unknown, peer("198.51.100.1:7777"), true), "--accept-any-source");
+        use Admission::{Accepted, Rejected};
+        assert_eq!(table.admit(&from_2, peer("192.0.2.2:7777"), false), Accepted);
+        assert_eq!(
+            table.admit(&from_lan, peer("192.0.2.2:7777"), false),
+            Accepted,
+            "prefix behind a gateway"
+        );
+        assert_eq!(
+            table.admit(&from_2, peer("192.0.2.1:7777"), false),
+            Rejected,
+            "spoofed: .2 from .1's host"
+        );
+        assert_eq!(table.admit(&from_2, peer("198.51.100.1:7777"), false), Rejected, "spoofed from outside");
+        assert_eq!(
+            table.admit(&from_unknown, peer("192.0.2.2:7777"), false),
+            Rejected,
+            "inner source unmapped"
+        );
+        assert_eq!(
+            table.admit(&from_unknown, peer("198.51.100.1:7777"), true),
+            Accepted,
+            "--accept-any-source"
+        );
         let single = PeerTable::single(peer("192.0.2.1:7777"));
-        assert!(single.admit(&from_unknown, peer("192.0.2.1:7777"), false));
-        assert!(!single.admit(&from_unknown, peer("192.0.2.7:7777"), false));
+        assert_eq!(single.admit(&from_unknown, peer("192.0.2.1:7777"), false), Accepted);
+        assert_eq!(single.admit(&from_unknown, peer("192.0.2.7:7777"), false), Rejected);
     }
 
     #[test]
@@ -417,7 +460,14 @@ mod tests {
         let table = overlay();
         let from_2 = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
         let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
-        assert!(table.admit(&from_2, peer("192.0.2.2:40000"), false));
+        assert_eq!(
+            table.admit(&from_2, peer("192.0.2.2:40000"), false),
+            Admission::AcceptedFromNewPort {
+                configured: peer("192.0.2.2:7777"),
+                now: peer("192.0.2.2:40000")
+            }
+        );
+        assert_eq!(table.admit(&from_2, peer("192.0.2.2:40000"), false), Admission::Accepted);
         assert_eq!(table.route(&to_2), Verdict::Send(peer("192.0.2.2:40000")));
         // The gateway's subnet shares the endpoint, so it follows too.
         assert_eq!(
@@ -425,7 +475,7 @@ mod tests {
             Verdict::Send(peer("192.0.2.2:40000"))
         );
         // Back to the configured port.
-        assert!(table.admit(&from_2, peer("192.0.2.2:7777"), false));
+        assert_ne!(table.admit(&from_2, peer("192.0.2.2:7777"), false), Admission::Rejected);
         assert_eq!(table.route(&to_2), Verdict::Send(peer("192.0.2.2:7777")));
     }
 
@@ -436,8 +486,13 @@ mod tests {
             (prefix("192.168.100.2"), peer("192.0.2.2:7777")),
             (prefix("192.168.100.3"), peer("192.0.2.2:7778")),
         ]);
-        table.keepalive_from(peer("192.0.2.1:50000"));
-        table.keepalive_from(peer("192.0.2.2:50001"));
+        assert_ne!(table.keepalive_from(peer("192.0.2.1:50000")), Admission::Rejected);
+        assert_eq!(
+            table.keepalive_from(peer("192.0.2.2:50001")),
+            Admission::Rejected,
+            "two peers at that IP"
+        );
+        assert_eq!(table.keepalive_from(peer("198.51.100.1:1")), Admission::Rejected);
         let ports: Vec<u16> = table.peers().map(|p| p.port()).collect();
         assert_eq!(ports, vec![50000, 7777, 7778]);
         assert_eq!(table.peer_count(), 3);

@@ -348,9 +348,12 @@ impl Receiver {
 
     /// Iterates over the datagrams of the last receive: (source, payload).
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.received
-            .iter()
-            .flat_map(move |r| self.buffers[r.buffer][..r.len].chunks(r.stride).map(move |d| (r.source, d)))
+        self.received.iter().flat_map(move |r| {
+            let bytes = &self.buffers[r.buffer][..r.len];
+            // `chunks` yields nothing for an empty buffer, but an empty datagram is one too.
+            let empty = bytes.is_empty().then_some(bytes);
+            bytes.chunks(r.stride).chain(empty).map(move |d| (r.source, d))
+        })
     }
 }
 
@@ -443,6 +446,23 @@ mod tests {
     #[test]
     fn a_full_gso_send_of_small_datagrams_is_split_correctly() {
         round_trip(true, true, &[64; 200]);
+    }
+
+    #[test]
+    fn empty_datagrams_are_received_as_empty_datagrams() {
+        let (tx, rx, addr) = loopback_pair();
+        tx.send_to(&[], &addr.into()).unwrap();
+        tx.send_to(b"x", &addr.into()).unwrap();
+        let mut receiver = Receiver::new(8, GRO_BUFFER_BYTES);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if receiver.recv(&rx).unwrap() == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            got.extend(receiver.datagrams().map(|(_, d)| d.to_vec()));
+            eprintln!("DEBUG {:?} {:?}", got, receiver.received);
+        }
+        assert_eq!(got, vec![vec![], b"x".to_vec()]);
     }
 
     #[test]

@@ -103,3 +103,36 @@ fn help_and_version_describe_the_tool() {
     let version = run(&["--version"]);
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("udptun "));
 }
+
+#[test]
+fn a_bad_config_file_names_the_file_the_line_and_the_key() {
+    let dir = std::env::temp_dir().join(format!("udptun-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("unknown.toml", "remote-address = \"x\"\nmtuu = 1400\n", "line 2: `mtuu`: no such setting"),
+        ("value.toml", "remote-address = \"x\"\nmtu = 70000\n", "line 2: `mtu`: invalid value '70000'"),
+        ("type.toml", "no-offload = \"yes\"\n", "line 1: `no-offload`: expected true or false"),
+        ("list.toml", "mtu = [1, 2]\n", "line 1: `mtu`: takes one value, not a list"),
+        ("syntax.toml", "mtu = \n", "line 1"),
+        ("nested.toml", "config = \"other.toml\"\n", "`config`: cannot be set in a config file"),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = run(&["--config", path.to_str().unwrap(), "-A", "127.0.0.1", "-d", "never"]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(path.to_str().unwrap()) && err.contains(expected), "{name}: {err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn man_page_and_completions_come_from_the_cli_definition() {
+    let man = run(&["--generate-man"]);
+    assert!(man.status.success());
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(text.contains(".TH udptun") && text.contains("hosts\\-url\\-interval"), "{text}");
+    let bash = run(&["--generate-completions", "bash"]);
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("--hosts-file"));
+}

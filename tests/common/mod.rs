@@ -98,6 +98,30 @@ impl Lab {
             .status();
     }
 
+    /// Turns IPv6 on in `ns`, without duplicate address detection (addresses usable at once).
+    pub fn enable_ipv6(&self, ns: &str) {
+        for setting in [
+            "net.ipv6.conf.all.accept_dad=0",
+            "net.ipv6.conf.default.accept_dad=0",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+        ] {
+            self.exec(ns, &["sysctl", "-qw", setting]);
+        }
+    }
+
+    /// Fetches `path` from an HTTP server at `addr` inside `ns`; returns the body.
+    pub fn http_get(&self, ns: &str, addr: &str, path: &str) -> String {
+        let (addr, request) = (addr.to_string(), format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        in_netns(ns, move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).unwrap();
+            response
+        })
+    }
+
     /// The namespace name of host `host`.
     pub fn ns(&self, host: &str) -> String {
         format!("{}-{host}", self.name)

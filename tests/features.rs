@@ -1,0 +1,373 @@
+//! Beyond the original: one-command set-up, prefixes, IPv6, NAT, the source check, reloads,
+//! re-resolution, privilege drop, metrics and the config file, with the real binary in
+//! network namespaces.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use common::{Lab, in_netns, wait_until};
+
+/// The value of a metric line (`name{labels} value`) in a Prometheus text page.
+fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse::<f64>().ok()))
+        .unwrap_or_else(|| panic!("no {series} in:\n{page}")) as u64
+}
+
+#[test]
+fn one_command_sets_up_addresses_mtu_and_routes() {
+    let Some(mut lab) = Lab::new("one_command_sets_up_addresses_mtu_and_routes") else { return };
+    let a = lab.host("a", "10.100.0.1/24");
+    let b = lab.host("b", "10.100.0.2/24");
+    lab.enable_ipv6(&a);
+    lab.enable_ipv6(&b);
+    let common = ["-d", "udptun", "--mtu", "1400", "--route", "10.99.0.0/24"];
+    let da = lab.udptun(
+        &a,
+        &[&["-A", "10.100.0.2", "--address", "192.168.100.1/24", "--address", "fd00::1/64"], &common[..]]
+            .concat(),
+    );
+    lab.udptun(
+        &b,
+        &[&["-A", "10.100.0.1", "--address", "192.168.100.2/24", "--address", "fd00::2/64"], &common[..]]
+            .concat(),
+    );
+    lab.wait_device(&a, "udptun");
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.log(da).contains("device udptun")),
+        "{}",
+        lab.all_logs()
+    );
+
+    let link = lab.exec(&a, &["ip", "link", "show", "udptun"]);
+    assert!(link.contains("mtu 1400") && link.contains(",UP"), "{link}");
+    let addresses = lab.exec(&a, &["ip", "addr", "show", "udptun"]);
+    assert!(
+        addresses.contains("inet 192.168.100.1/24") && addresses.contains("inet6 fd00::1/64"),
+        "{addresses}"
+    );
+    let routes = lab.exec(&a, &["ip", "route", "show", "dev", "udptun"]);
+    assert!(routes.contains("10.99.0.0/24"), "{routes}");
+
+    lab.assert_ping(&a, "192.168.100.2");
+    lab.assert_ping(&a, "fd00::2");
+
+    // The kernel's reason comes through: the address is already there.
+    let again = lab.udptun(
+        &a,
+        &[
+            "-A",
+            "10.100.0.2",
+            "-p",
+            "7778",
+            "-d",
+            "udptun2",
+            "--address",
+            "192.168.100.1/24",
+            "--route",
+            "192.168.100.0/24",
+        ],
+    );
+    assert_eq!(lab.wait_exit(again, Duration::from_secs(5)), Some(1));
+    assert!(lab.log(again).contains("--route 192.168.100.0/24: File exists"), "{}", lab.log(again));
+}
+
+/// Hosts document for a, the gateway gw and the subnet behind gw.
+const GATEWAY_HOSTS: &str = r#"{ nodes : {
+    "192.168.100.1" : { host : "10.100.0.1" },
+    "192.168.100.2" : { host : "10.100.0.2" },
+    "10.77.0.0/24"  : { host : "10.100.0.2" } } }"#;
+
+#[test]
+fn a_prefix_entry_routes_a_subnet_through_a_gateway() {
+    let Some(mut lab) = Lab::new("a_prefix_entry_routes_a_subnet_through_a_gateway") else { return };
+    let hosts = lab.file("hosts.json", GATEWAY_HOSTS);
+    let a = lab.host("a", "10.100.0.1/24");
+    let gw = lab.host("gw", "10.100.0.2/24");
+    let lan = lab.bare_host("lan");
+    lab.link(&gw, "lan0", "10.77.0.1/24", &lan, "eth0", "10.77.0.2/24");
+    lab.exec(&lan, &["ip", "route", "add", "default", "via", "10.77.0.1"]);
+    lab.exec(&gw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    lab.udptun(
+        &a,
+        &["--hosts-file", &hosts, "-d", "udptun", "--address", "192.168.100.1/24", "--route", "10.77.0.0/24"],
+    );
+    lab.udptun(&gw, &["--hosts-file", &hosts, "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.wait_device(&a, "udptun");
+    lab.wait_device(&gw, "udptun");
+    lab.assert_ping(&a, "10.77.0.2");
+    lab.assert_ping(&lan, "192.168.100.1");
+}
+
+#[test]
+fn ipv6_inside_and_outside() {
+    let Some(mut lab) = Lab::new("ipv6_inside_and_outside") else { return };
+    let hosts = lab.file(
+        "hosts.json",
+        r#"{ nodes : {
+            "fd00::1" : { host : "fd01::1" }, "192.168.100.1" : { host : "fd01::1" },
+            "fd00::2" : { host : "fd01::2" }, "192.168.100.2" : { host : "fd01::2" } } }"#,
+    );
+    let a = lab.host("a", "10.100.0.1/24");
+    let b = lab.host("b", "10.100.0.2/24");
+    for (ns, n) in [(&a, 1), (&b, 2)] {
+        lab.enable_ipv6(ns);
+        lab.exec(ns, &["ip", "addr", "add", &format!("fd01::{n}/64"), "dev", "eth0", "nodad"]);
+        lab.udptun(
+            ns,
+            &[
+                "-a",
+                "::",
+                "--hosts-file",
+                &hosts,
+                "-d",
+                "udptun",
+                "--address",
+                &format!("fd00::{n}/64"),
+                "--address",
+                &format!("192.168.100.{n}/24"),
+            ],
+        );
+        lab.wait_device(ns, "udptun");
+    }
+    let mtu = lab.exec(&a, &["ip", "link", "show", "udptun"]);
+    assert!(mtu.contains("mtu 1452"), "an IPv6 underlay leaves 1452 bytes: {mtu}");
+    lab.assert_ping(&a, "fd00::2");
+    lab.assert_ping(&b, "192.168.100.1");
+    let out = lab.output(&a, &["ping", "-c", "1", "-W", "1", "fd00::9"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Destination unreachable: Address unreachable"), "{stdout}");
+}
+
+#[test]
+fn a_host_behind_nat_without_port_forwarding_is_reachable() {
+    let Some(mut lab) = Lab::new("a_host_behind_nat_without_port_forwarding") else { return };
+    let hosts = lab.file(
+        "hosts.json",
+        r#"{ nodes : { "192.168.100.1" : { host : "10.100.0.1" }, "192.168.100.2" : { host : "10.100.0.254" } } }"#,
+    );
+    let public = lab.host("pub", "10.100.0.1/24");
+    let router = lab.host("nat", "10.100.0.254/24");
+    let inside = lab.bare_host("in");
+    lab.link(&router, "lan0", "10.88.0.1/24", &inside, "eth0", "10.88.0.2/24");
+    lab.exec(&inside, &["ip", "route", "add", "default", "via", "10.88.0.1"]);
+    lab.exec(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let rules = lab.file(
+        "nat.nft",
+        "table ip nat {\n chain post {\n  type nat hook postrouting priority 100;\n  \
+         oifname \"eth0\" meta l4proto udp masquerade to :20000-29999\n }\n}\n",
+    );
+    lab.exec(&router, &["nft", "-f", &rules]);
+
+    let dp = lab.udptun(&public, &["--hosts-file", &hosts, "-d", "udptun", "--address", "192.168.100.1/24"]);
+    let di = lab.udptun(
+        &inside,
+        &["--hosts-file", &hosts, "-d", "udptun", "--address", "192.168.100.2/24", "--keepalive", "0.5"],
+    );
+    lab.wait_device(&public, "udptun");
+    lab.wait_device(&inside, "udptun");
+    // The public host starts the conversation: only the keepalives told it the NAT's port.
+    lab.assert_ping(&public, "192.168.100.2");
+    let log = lab.log(dp);
+    assert!(log.contains("peer 10.100.0.254:7777 is now reached at 10.100.0.254:2"), "{log}");
+    let log = lab.stop(di);
+    assert!(log.contains("dropped malformed=0"), "keepalives must not count as malformed: {log}");
+}
+
+#[test]
+fn spoofed_datagrams_are_dropped_and_counted_and_metrics_move() {
+    let Some(mut lab) = Lab::new("spoofed_datagrams_are_dropped_and_counted") else { return };
+    let a = lab.host("a", "10.100.0.1/24");
+    let b = lab.host("b", "10.100.0.2/24");
+    let attacker = lab.host("x", "10.100.0.66/24");
+    lab.udptun(&a, &["-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24"]);
+    lab.udptun(
+        &b,
+        &[
+            "-A",
+            "10.100.0.1",
+            "-d",
+            "udptun",
+            "--address",
+            "192.168.100.2/24",
+            "--metrics-listen",
+            "127.0.0.1:9101",
+        ],
+    );
+    lab.wait_device(&b, "udptun");
+    lab.assert_ping(&a, "192.168.100.2");
+    assert!(wait_until(Duration::from_secs(5), || common::can_connect(&b, "127.0.0.1:9101")));
+    let before = lab.http_get(&b, "127.0.0.1:9101", "/metrics");
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+
+    // A well-formed packet "from 192.168.100.1", but sent by another host.
+    in_netns(&attacker, || {
+        let socket = UdpSocket::bind("10.100.0.66:7777").unwrap();
+        let mut packet = vec![0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0, 192, 168, 100, 1, 192, 168, 100, 2];
+        packet.extend_from_slice(&[8, 0, 0xf7, 0xfe, 0, 1, 0, 0]);
+        let sum = !packet[..20].chunks(2).fold(0u32, |s, w| {
+            let s = s + u32::from(u16::from_be_bytes([w[0], w[1]]));
+            (s & 0xffff) + (s >> 16)
+        }) as u16;
+        packet[10..12].copy_from_slice(&sum.to_be_bytes());
+        for _ in 0..5 {
+            socket.send_to(&packet, "10.100.0.2:7777").unwrap();
+        }
+    });
+    lab.assert_ping(&a, "192.168.100.2");
+    let after = lab.http_get(&b, "127.0.0.1:9101", "/metrics");
+    let dropped = "udptun_dropped_packets_total{reason=\"source_check\"}";
+    assert_eq!(metric(&before, dropped), 0);
+    assert_eq!(metric(&after, dropped), 5, "{after}");
+    let rx = "udptun_packets_total{direction=\"rx\"}";
+    assert!(metric(&after, rx) > metric(&before, rx), "rx counter did not move");
+    assert!(metric(&after, "udptun_bytes_total{direction=\"tx\"}") > 0);
+    assert_eq!(metric(&after, "udptun_peers"), 1);
+    assert!(lab.http_get(&b, "127.0.0.1:9101", "/other").starts_with("HTTP/1.1 404"));
+}
+
+fn hosts_with(hosts: &[u8]) -> String {
+    let entries: Vec<String> =
+        hosts.iter().map(|i| format!("\"192.168.100.{i}\": {{ host: \"10.100.0.{i}\" }}")).collect();
+    format!("{{ nodes: {{ {} }} }}", entries.join(", "))
+}
+
+#[test]
+fn the_hosts_file_reloads_on_change_and_on_sighup_and_a_bad_file_keeps_the_old_table() {
+    let Some(mut lab) = Lab::new("the_hosts_file_reloads") else { return };
+    let hosts = lab.file("hosts.json", &hosts_with(&[1, 2]));
+    let full = lab.file("full.json", &hosts_with(&[1, 2, 3]));
+    let mut namespaces = Vec::new();
+    let mut daemons = Vec::new();
+    for i in 1..=3u8 {
+        let ns = lab.host(&format!("h{i}"), &format!("10.100.0.{i}/24"));
+        let file = if i == 1 { &hosts } else { &full };
+        daemons.push(lab.udptun(
+            &ns,
+            &["--hosts-file", file, "-d", "udptun", "--address", &format!("192.168.100.{i}/24")],
+        ));
+        namespaces.push(ns);
+    }
+    for ns in &namespaces {
+        lab.wait_device(ns, "udptun");
+    }
+    lab.assert_ping(&namespaces[0], "192.168.100.2");
+    assert!(!lab.ping(&namespaces[0], "192.168.100.3"));
+
+    // Rewritten in place: the watcher sees it within a second or two.
+    std::fs::write(&hosts, hosts_with(&[1, 2, 3])).unwrap();
+    lab.assert_ping(&namespaces[0], "192.168.100.3");
+
+    // A broken file: logged with its line, the old table stays.
+    std::fs::write(&hosts, "{ nodes: {\n \"192.168.100.2\": { host: \"10.100.0.2\" },\n oops } }").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || lab
+        .log(daemons[0])
+        .contains("keeping the previous table")));
+    assert!(lab.log(daemons[0]).contains("line 3"), "{}", lab.log(daemons[0]));
+    lab.assert_ping(&namespaces[0], "192.168.100.3");
+
+    // SIGHUP rereads at once.
+    std::fs::write(&hosts, hosts_with(&[1, 2])).unwrap();
+    lab.signal(daemons[0], libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || lab.log(daemons[0]).contains("SIGHUP: reloading")));
+    assert!(wait_until(Duration::from_secs(5), || !lab.ping(&namespaces[0], "192.168.100.3")));
+    lab.assert_ping(&namespaces[0], "192.168.100.2");
+}
+
+#[test]
+fn a_peer_whose_address_changes_is_found_again() {
+    let Some(mut lab) = Lab::new("a_peer_whose_address_changes_is_found_again") else { return };
+    let hosts = lab.file(
+        "hosts.json",
+        r#"{ nodes : { "192.168.100.1" : { host : "10.100.0.1" }, "192.168.100.2" : { host : "peer.test" } } }"#,
+    );
+    let a = lab.host("a", "10.100.0.1/24");
+    let old = lab.host("old", "10.100.0.2/24");
+    let new = lab.host("new", "10.100.0.3/24");
+    lab.etc_hosts(&a, "10.100.0.2 peer.test\n");
+    lab.udptun(
+        &a,
+        &[
+            "--hosts-file",
+            &hosts,
+            "-d",
+            "udptun",
+            "--address",
+            "192.168.100.1/24",
+            "--resolve-interval",
+            "0.5",
+        ],
+    );
+    let first = lab.udptun(&old, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.wait_device(&a, "udptun");
+    lab.assert_ping(&a, "192.168.100.2");
+
+    // The peer moves to another address; DNS (here /etc/hosts) follows.
+    lab.stop(first);
+    lab.udptun(&new, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.etc_hosts(&a, "10.100.0.3 peer.test\n");
+    lab.assert_ping(&a, "192.168.100.2");
+}
+
+#[test]
+fn privileges_are_dropped_and_reloads_still_work() {
+    let Some(mut lab) = Lab::new("privileges_are_dropped_and_reloads_still_work") else { return };
+    let hosts = lab.file("hosts.json", &hosts_with(&[1]));
+    let a = lab.host("h1", "10.100.0.1/24");
+    let b = lab.host("h2", "10.100.0.2/24");
+    let da = lab.udptun(
+        &a,
+        &[
+            "--hosts-file",
+            &hosts,
+            "-d",
+            "udptun",
+            "--address",
+            "192.168.100.1/24",
+            "--user",
+            "nobody",
+            "--group",
+            "nogroup",
+        ],
+    );
+    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.wait_device(&a, "udptun");
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.log(da).contains("now running as uid 65534")),
+        "{}",
+        lab.log(da)
+    );
+    let pids = common::sh(&["ip", "netns", "pids", &a]);
+    let status = pids
+        .split_whitespace()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .find(|status| status.starts_with("Name:\tudptun"))
+        .expect("udptun runs in h1");
+    assert!(status.lines().any(|l| l.starts_with("Uid:\t65534\t65534\t65534")), "{status}");
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+
+    assert!(!lab.ping(&a, "192.168.100.2"));
+    std::fs::write(&hosts, hosts_with(&[1, 2])).unwrap();
+    lab.signal(da, libc::SIGHUP);
+    lab.assert_ping(&a, "192.168.100.2");
+}
+
+#[test]
+fn a_config_file_sets_flags_and_the_command_line_wins() {
+    let Some(mut lab) = Lab::new("a_config_file_sets_flags") else { return };
+    let a = lab.host("a", "10.100.0.1/24");
+    let b = lab.host("b", "10.100.0.2/24");
+    let config = lab.file(
+        "udptun.toml",
+        "# test config\nremote-address = \"10.100.0.2\"\ndevice = \"udptun\"\nmtu = 1300\n\
+         address = [\"192.168.100.1/24\"]\nresolve-interval = 30\naccept-any-source = false\n",
+    );
+    lab.udptun(&a, &["--config", &config, "--mtu", "1280"]);
+    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.wait_device(&a, "udptun");
+    lab.assert_ping(&a, "192.168.100.2");
+    let link = lab.exec(&a, &["ip", "link", "show", "udptun"]);
+    assert!(link.contains("mtu 1280"), "the command line overrides the file: {link}");
+}
