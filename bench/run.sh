@@ -26,7 +26,25 @@ done
 echo "== udptun scaling and memory" >&2
 bash bench/extra.sh "$work/udptun" "$work/extra.json"
 
-table=$(python3 bench/median.py "$work/extra.json" "$work"/run*.json)
+echo "== pure-core benchmarks" >&2
+cargo bench --locked --bench table_scale 2>/dev/null | grep '^|' > "$work/scale.md"
+cargo bench --locked --bench core 2>/dev/null | python3 -c '
+import re, sys
+print("| operation (criterion, median) | time |")
+print("|---|---:|")
+name = None
+for line in sys.stdin:
+    m = re.match(r"^(\S.*?)\s+time:\s+\[\S+ \S+ (\S+ \S+) \S+ \S+\]", line)
+    if m:
+        print(f"| {m.group(1)} | {m.group(2)} |"); name = None; continue
+    m = re.match(r"^\s+time:\s+\[\S+ \S+ (\S+ \S+) \S+ \S+\]", line)
+    if m and name:
+        print(f"| {name} | {m.group(1)} |"); name = None; continue
+    if line.strip() and not line.startswith(" ") and "time:" not in line:
+        name = line.strip()
+' > "$work/core.md"
+
+table=$(python3 bench/median.py "$work/extra.json" "$work"/run*.json; echo; cat "$work/scale.md"; echo; cat "$work/core.md")
 echo "$table"
 python3 - "$table" <<'PY'
 import re, sys

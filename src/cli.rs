@@ -164,19 +164,28 @@ fn parse_from(args: Vec<OsString>) -> Result<Cli> {
     Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
 }
 
-/// Turns a TOML config file into command-line arguments, checking each value with the flag's
-/// own parser so that errors name the file, the line and the key. Keys the command line sets
-/// (`on_command_line`) are left out: the command line wins, lists included.
 fn config_args(path: &Path, on_command_line: &dyn Fn(&str) -> bool) -> Result<Vec<OsString>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
+    config_to_args(&text, &path.display().to_string(), on_command_line)
+}
+
+/// Turns the text of a TOML config file into command-line arguments, checking each value with
+/// the flag's own parser so that errors name the file (`origin`), the line and the key. Keys
+/// the command line sets (`on_command_line`) are left out: the command line wins, lists
+/// included.
+pub fn config_to_args(
+    text: &str,
+    origin: &str,
+    on_command_line: &dyn Fn(&str) -> bool,
+) -> Result<Vec<OsString>> {
     let table: std::collections::BTreeMap<toml::Spanned<String>, toml::Value> =
-        toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))?;
     let command = Cli::command();
     let mut args = Vec::new();
     for (key, value) in &table {
         let line = text[..key.span().start].matches('\n').count() + 1;
         let key = key.get_ref();
-        let place = format!("{}: line {line}: `{key}`", path.display());
+        let place = format!("{origin}: line {line}: `{key}`");
         let Some(arg) = command.get_arguments().find(|a| a.get_long() == Some(key.as_str())) else {
             bail!("{place}: no such setting (settings are the long flag names, as in --help)");
         };

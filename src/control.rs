@@ -208,7 +208,12 @@ impl Control {
     fn publish(&self, shared: &Shared, table: PeerTable, why: &str) {
         let current = shared.table.load();
         table.inherit_learned(&current);
-        tracing::info!("{}: {why}: {} entries, {} peers", self.origin(), table.len(), table.peer_count());
+        tracing::info!(
+            "{}: {why}: {} entries, {} peers",
+            self.origin(),
+            table.entry_count(),
+            table.peer_count()
+        );
         shared.table.store(Arc::new(table));
         shared.stats.tables_loaded.fetch_add(1, Relaxed);
         shared.stats.last_load_unix.store(unix_now(), Relaxed);

@@ -81,6 +81,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, ParseError> {
         return Err(at(nodes.value.range(), "`nodes` must be an object".into()));
     };
 
+    let lines = Lines::new(text);
     let mut entries = Vec::with_capacity(nodes.properties.len());
     let mut seen: HashMap<Prefix, &str> = HashMap::with_capacity(nodes.properties.len());
     for node in &nodes.properties {
@@ -114,13 +115,28 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, ParseError> {
             }
         }
         let host = host.ok_or_else(|| at(node.value.range(), format!("`{key}`: missing field `host`")))?;
-        let line = line_and_column(text, node.name.range().start).0;
+        let line = lines.line_of(node.name.range().start);
         entries.push(Entry { prefix, host, port, line });
     }
     Ok(entries)
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in `text`.
+/// The offsets where lines start, for line numbers in O(log n) (a document may have 100,000
+/// entries; counting newlines from the start for each would be quadratic).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Self {
+        Self(std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect())
+    }
+
+    /// The 1-based line of byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&start| start <= offset)
+    }
+}
+
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);

@@ -1,23 +1,8 @@
-//! udptun: IP over UDP in user space, in the Linux FOU direct wire format.
+//! The udptun daemon.
 //!
-//! `main` wires the pieces together: it loads the first peer table (control plane), opens the
+//! `main` wires the library's pieces together: it loads the first peer table (control plane), opens the
 //! UDP sockets and the TUN device (I/O edges), configures the device, starts the data-plane
 //! threads and then waits for a signal or a fatal error. See ARCHITECTURE.md.
-
-mod batch;
-mod cli;
-mod control;
-mod datapath;
-mod fetch;
-mod hosts;
-mod metrics;
-mod netlink;
-mod packet;
-mod peers;
-mod privileges;
-mod stats;
-mod tun;
-mod udp;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -32,11 +17,12 @@ use clap::CommandFactory;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::Cli;
-use crate::control::{Command, Control, Family, Source, Timing};
-use crate::datapath::{Fatal, Options, Queue, Shared};
-use crate::fetch::{Fetcher, Trust};
-use crate::netlink::Netlink;
+use udptun::cli::{self, Cli};
+use udptun::control::{self, Command, Control, Family, Source, Timing};
+use udptun::datapath::{self, Fatal, Options, Queue, Shared};
+use udptun::fetch::{Fetcher, Trust};
+use udptun::netlink::Netlink;
+use udptun::{metrics, privileges, tun, udp};
 
 fn main() -> ExitCode {
     let cli = match cli::parse() {
@@ -214,7 +200,9 @@ fn configure_device(cli: &Cli, name: &str) -> Result<()> {
     }
     netlink.set_up(index).with_context(|| format!("setting {name} up"))?;
     for route in &cli.route {
-        netlink.add_route(index, route.addr(), route.len()).with_context(|| format!("--route {route}"))?;
+        netlink
+            .add_route(index, route.addr(), route.prefix_len())
+            .with_context(|| format!("--route {route}"))?;
     }
     Ok(())
 }

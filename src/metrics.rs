@@ -96,7 +96,7 @@ impl Collector for StatsCollector {
             &mut encoder,
             "udptun_table_entries",
             "Addresses and prefixes in the table.",
-            table.len() as i64,
+            table.entry_count() as i64,
         )?;
         gauge(
             &mut encoder,

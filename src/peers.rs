@@ -25,7 +25,7 @@ impl Prefix {
     }
 
     /// The prefix length in bits.
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -88,6 +88,13 @@ impl FromStr for Prefix {
     }
 }
 
+impl From<Ipv4Addr> for Prefix {
+    /// The /32 prefix of one address.
+    fn from(addr: Ipv4Addr) -> Self {
+        Self { addr: IpAddr::V4(addr), len: 32 }
+    }
+}
+
 /// A longest-prefix-match map: one hash map per prefix length in use, probed longest first,
 /// so a lookup costs one hash probe per distinct length (one, for a table of host addresses).
 #[derive(Debug)]
@@ -126,7 +133,7 @@ impl<V> PrefixMap<V> {
     }
 
     /// Number of prefixes held.
-    pub fn len(&self) -> usize {
+    pub fn entry_count(&self) -> usize {
         self.v4.iter().map(|(_, m)| m.len()).sum::<usize>()
             + self.v6.iter().map(|(_, m)| m.len()).sum::<usize>()
     }
@@ -320,8 +327,8 @@ impl PeerTable {
     }
 
     /// The number of route entries (1 for one-to-one).
-    pub fn len(&self) -> usize {
-        self.routes.as_ref().map_or(1, PrefixMap::len)
+    pub fn entry_count(&self) -> usize {
+        self.routes.as_ref().map_or(1, PrefixMap::entry_count)
     }
 
     /// The number of distinct peers.
@@ -371,7 +378,7 @@ mod tests {
         assert_eq!(at("192.0.2.1"), Some(4));
         assert_eq!(at("fd00::1"), Some(5));
         assert_eq!(at("fe80::1"), None);
-        assert_eq!(map.len(), 5);
+        assert_eq!(map.entry_count(), 5);
     }
 
     #[test]
@@ -379,7 +386,7 @@ mod tests {
         let mut map = PrefixMap::default();
         map.insert(prefix("10.0.0.1"), 1);
         map.insert(prefix("10.0.0.1/32"), 2);
-        assert_eq!(map.len(), 1);
+        assert_eq!(map.entry_count(), 1);
         assert_eq!(map.lookup("10.0.0.1".parse().unwrap()), Some(&2));
     }
 

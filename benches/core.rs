@@ -1,0 +1,59 @@
+//! Criterion benchmarks of the pure per-packet work: the table lookup (100,000 entries), the
+//! inbound check and the ICMP error builder.
+
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use udptun::packet;
+use udptun::peers::{PeerTable, Prefix};
+
+fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let sum = packet::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p
+}
+
+/// 100,000 host entries in 10.0.0.0/8 and a few prefixes, each to its own peer.
+pub fn big_table() -> PeerTable {
+    let hosts = (0..100_000u32).map(|i| {
+        let inner = Ipv4Addr::from((10 << 24) | i);
+        let peer = SocketAddr::from((Ipv4Addr::from((100 << 24) | i), 7777));
+        (Prefix::from(inner), peer)
+    });
+    let nets = (0..16u32).map(|i| {
+        let net: Prefix = format!("172.{}.0.0/16", 16 + i).parse().unwrap();
+        (net, SocketAddr::from(([198, 51, 100, i as u8], 7777)))
+    });
+    PeerTable::from_entries(hosts.chain(nets))
+}
+
+fn benchmarks(c: &mut Criterion) {
+    let table = big_table();
+    let to_host = ipv4_packet(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 1, 0x86, 0x9f), 1400);
+    let to_prefix = ipv4_packet(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(172, 20, 1, 1), 1400);
+    let unmapped = ipv4_packet(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(192, 0, 2, 1), 1400);
+    c.bench_function("route: 100k table, host entry", |b| b.iter(|| table.route(black_box(&to_host))));
+    c.bench_function("route: 100k table, /16 prefix", |b| b.iter(|| table.route(black_box(&to_prefix))));
+    c.bench_function("route: 100k table, no entry", |b| b.iter(|| table.route(black_box(&unmapped))));
+    let source = "100.0.0.1:7777".parse().unwrap();
+    let from_host = ipv4_packet(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1400);
+    c.bench_function("source check: 100k table", |b| {
+        b.iter(|| table.admit(black_box(&from_host), source, false))
+    });
+    c.bench_function("check: 1400-byte IPv4 datagram", |b| b.iter(|| packet::check(black_box(&to_host))));
+    let mut out = [0u8; 1500];
+    c.bench_function("build ICMP unreachable", |b| {
+        b.iter(|| packet::unreachable(black_box(&unmapped), &mut out))
+    });
+}
+
+criterion_group!(core, benchmarks);
+criterion_main!(core);

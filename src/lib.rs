@@ -1,0 +1,21 @@
+//! udptun: IP packets over UDP in user space, in the Linux FOU direct wire format.
+//!
+//! The pure core (`packet`, `peers`, `hosts`, `batch`) decides and does no I/O; the edges
+//! (`tun`, `udp`, `fetch`, `netlink`, `metrics`) do the I/O; `control` keeps the peer table
+//! current and `datapath` moves packets. The binary (`main.rs`) wires them together. See
+//! ARCHITECTURE.md.
+
+pub mod batch;
+pub mod cli;
+pub mod control;
+pub mod datapath;
+pub mod fetch;
+pub mod hosts;
+pub mod metrics;
+pub mod netlink;
+pub mod packet;
+pub mod peers;
+pub mod privileges;
+pub mod stats;
+pub mod tun;
+pub mod udp;
