@@ -171,7 +171,18 @@ fn run(cli: &Cli) -> Result<()> {
     // Ready: the device is configured and the first table is loaded.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    for event in wake {
+    loop {
+        let event = match wake.recv_timeout(Duration::from_secs(1)) {
+            Ok(event) => event,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // A socket bound to an address that is deleted stays open but dead: notice it.
+                if !local.ip().is_unspecified() && !udp::address_usable(local.ip()) {
+                    anyhow::bail!("the local address {} is gone; {}", local.ip(), shared.stats.summary());
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        };
         match event {
             Event::Signal(SIGHUP) => drop(commands.send(Command::Reload)),
             Event::Signal(signal) => {
@@ -183,7 +194,6 @@ fn run(cli: &Cli) -> Result<()> {
             }
         }
     }
-    Ok(())
 }
 
 /// Puts the addresses on the device, brings it up and adds the routes (`--address`, `--route`).

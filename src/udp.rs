@@ -52,6 +52,15 @@ pub fn ensure_port_free(local: SocketAddr) -> io::Result<()> {
     bind(local, false).map(drop)
 }
 
+/// Whether `ip` is still an address of this host (a socket can be bound to it).
+pub fn address_usable(ip: IpAddr) -> bool {
+    let probe = || -> io::Result<()> {
+        let socket = Socket::new(Domain::for_address(SocketAddr::new(ip, 0)), Type::DGRAM, None)?;
+        socket.bind(&SocketAddr::new(ip, 0).into())
+    };
+    !matches!(probe(), Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL))
+}
+
 /// Turns on UDP GRO; returns whether the kernel accepted it.
 pub fn enable_gro(socket: &Socket) -> bool {
     set_int_option(socket, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok()

@@ -4,79 +4,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::thread;
 use std::time::Duration;
 
-use common::{Lab, in_netns, listen_in, wait_until};
-
-/// Deterministic pseudo-random bytes (xorshift64*), so both ends can produce the same stream.
-struct Stream(u64);
-
-impl Stream {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            let word = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
-    }
-}
-
-/// Sends `total` bytes from `client_ns` to a listener in `server_ns` over TCP through the
-/// tunnel; the receiver compares every byte with the stream it expects. Returns the bytes
-/// that arrived intact.
-fn transfer(server_ns: &str, client_ns: &str, server_addr: &'static str, total: u64) -> u64 {
-    let listener: TcpListener = listen_in(server_ns, server_addr);
-    let receiver = thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut expected = Stream(0x9e37_79b9_7f4a_7c15);
-        let (mut got, mut want) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
-        let mut pending = 0; // bytes of `want` not yet matched
-        let mut offset = 0;
-        let mut intact = 0u64;
-        loop {
-            let n = conn.read(&mut got).unwrap();
-            if n == 0 {
-                return intact;
-            }
-            let mut done = 0;
-            while done < n {
-                if pending == 0 {
-                    expected.fill(&mut want);
-                    pending = want.len();
-                    offset = 0;
-                }
-                let take = (n - done).min(pending);
-                assert!(
-                    got[done..done + take] == want[offset..offset + take],
-                    "corrupt data at byte {}",
-                    intact
-                );
-                intact += take as u64;
-                done += take;
-                offset += take;
-                pending -= take;
-            }
-        }
-    });
-    in_netns(client_ns, move || {
-        let mut conn = TcpStream::connect(server_addr).unwrap();
-        let mut source = Stream(0x9e37_79b9_7f4a_7c15);
-        let mut buf = vec![0u8; 1 << 16];
-        let mut sent = 0u64;
-        while sent < total {
-            source.fill(&mut buf);
-            let take = (total - sent).min(buf.len() as u64) as usize;
-            conn.write_all(&buf[..take]).unwrap();
-            sent += take as u64;
-        }
-    });
-    receiver.join().unwrap()
-}
+use common::{Lab, transfer, wait_until};
 
 fn pair(lab: &mut Lab, extra: &[&str]) -> (String, String, usize, usize) {
     let a = lab.host("a", "10.100.0.1/24");

@@ -328,20 +328,39 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     .unwrap()
 }
 
+/// What a canned response sends as its body.
+#[derive(Clone)]
+pub enum Body {
+    /// These bytes, with their Content-Length.
+    Bytes(Vec<u8>),
+    /// A Content-Length of this many bytes, and zeros streamed until the client stops reading.
+    Zeros(u64),
+    /// No Content-Length: zeros until the client goes away.
+    Endless,
+    /// Nothing at all, not even the status line: the connection is held open.
+    Hang,
+}
+
 /// One canned HTTP response.
 #[derive(Clone)]
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    pub body: Body,
 }
 
 impl Reply {
     pub fn ok(body: &str) -> Reply {
-        Reply { status: 200, headers: vec![], body: body.as_bytes().to_vec() }
+        Reply { status: 200, headers: vec![], body: Body::Bytes(body.as_bytes().to_vec()) }
+    }
+    pub fn status(status: u16) -> Reply {
+        Reply { status, headers: vec![], body: Body::Bytes(b"error".to_vec()) }
     }
     pub fn redirect(location: &str) -> Reply {
-        Reply { status: 302, headers: vec![("Location".into(), location.into())], body: vec![] }
+        Reply { status: 302, headers: vec![("Location".into(), location.into())], body: Body::Bytes(vec![]) }
+    }
+    pub fn body(body: Body) -> Reply {
+        Reply { status: 200, headers: vec![], body }
     }
 }
 
@@ -405,18 +424,32 @@ fn serve_one<S: Read + Write>(
     let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
     hits.lock().unwrap().push(path.clone());
     let reply = routes.lock().unwrap().iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone());
-    let reply = reply.unwrap_or(Reply { status: 404, headers: vec![], body: b"not found".to_vec() });
-    let mut head = format!(
-        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reply.status,
-        reply.body.len()
-    );
+    let reply = reply.unwrap_or(Reply::status(404));
+    let length = match &reply.body {
+        Body::Bytes(bytes) => Some(bytes.len() as u64),
+        Body::Zeros(n) => Some(*n),
+        Body::Endless => None,
+        Body::Hang => {
+            thread::sleep(Duration::from_secs(3600));
+            return;
+        }
+    };
+    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
+    if let Some(length) = length {
+        head += &format!("Content-Length: {length}\r\n");
+    }
     for (k, v) in &reply.headers {
         head += &format!("{k}: {v}\r\n");
     }
     head += "\r\n";
     let _ = stream.write_all(head.as_bytes());
-    let _ = stream.write_all(&reply.body);
+    match &reply.body {
+        Body::Bytes(bytes) => drop(stream.write_all(bytes)),
+        _ => {
+            let zeros = vec![0u8; 1 << 16];
+            while stream.write_all(&zeros).is_ok() {}
+        }
+    }
     let _ = stream.flush();
 }
 
@@ -465,4 +498,71 @@ impl TestPki {
 pub fn can_connect(ns: &str, addr: &str) -> bool {
     let addr = addr.to_string();
     in_netns(ns, move || TcpStream::connect(addr).is_ok())
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), so both ends can produce the same stream.
+struct Stream(u64);
+
+impl Stream {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let word = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+}
+
+/// Sends `total` bytes from `client_ns` to a listener in `server_ns` over TCP through the
+/// tunnel; the receiver compares every byte with the stream it expects. Returns the bytes
+/// that arrived intact.
+pub fn transfer(server_ns: &str, client_ns: &str, server_addr: &'static str, total: u64) -> u64 {
+    let listener: TcpListener = listen_in(server_ns, server_addr);
+    let receiver = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut expected = Stream(0x9e37_79b9_7f4a_7c15);
+        let (mut got, mut want) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+        let mut pending = 0; // bytes of `want` not yet matched
+        let mut offset = 0;
+        let mut intact = 0u64;
+        loop {
+            let n = conn.read(&mut got).unwrap();
+            if n == 0 {
+                return intact;
+            }
+            let mut done = 0;
+            while done < n {
+                if pending == 0 {
+                    expected.fill(&mut want);
+                    pending = want.len();
+                    offset = 0;
+                }
+                let take = (n - done).min(pending);
+                assert!(
+                    got[done..done + take] == want[offset..offset + take],
+                    "corrupt data at byte {}",
+                    intact
+                );
+                intact += take as u64;
+                done += take;
+                offset += take;
+                pending -= take;
+            }
+        }
+    });
+    in_netns(client_ns, move || {
+        let mut conn = TcpStream::connect(server_addr).unwrap();
+        let mut source = Stream(0x9e37_79b9_7f4a_7c15);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut sent = 0u64;
+        while sent < total {
+            source.fill(&mut buf);
+            let take = (total - sent).min(buf.len() as u64) as usize;
+            conn.write_all(&buf[..take]).unwrap();
+            sent += take as u64;
+        }
+    });
+    receiver.join().unwrap()
 }

@@ -1,0 +1,156 @@
+//! Faults: a peer that restarts, a lossy underlay, a device or an address that vanishes,
+//! SIGTERM under load, and a second instance on the same device or port.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Lab, transfer, wait_until};
+
+fn pair(lab: &mut Lab) -> (String, String, usize, usize) {
+    let a = lab.host("a", "10.100.0.1/24");
+    let b = lab.host("b", "10.100.0.2/24");
+    let da = lab.udptun(&a, &["-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24"]);
+    let db = lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.wait_device(&a, "udptun");
+    lab.wait_device(&b, "udptun");
+    lab.assert_ping(&a, "192.168.100.2");
+    (a, b, da, db)
+}
+
+#[test]
+fn traffic_resumes_within_a_second_of_the_peer_coming_back() {
+    let Some(mut lab) = Lab::new("traffic_resumes_when_the_peer_comes_back") else { return };
+    let (a, b, _, db) = pair(&mut lab);
+    lab.signal(db, libc::SIGKILL);
+    lab.wait_exit(db, Duration::from_secs(5));
+    assert!(!lab.ping(&a, "192.168.100.2"));
+
+    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.wait_device(&b, "udptun");
+    let back = Instant::now();
+    let resumed = wait_until(Duration::from_secs(1), || {
+        lab.output(&a, &["ping", "-c", "1", "-W", "0.2", "192.168.100.2"]).status.success()
+    });
+    assert!(resumed, "no reply within 1 s of the peer being back ({:?})", back.elapsed());
+}
+
+#[test]
+fn a_hundred_megabytes_cross_an_underlay_that_drops_five_percent() {
+    let Some(mut lab) = Lab::new("a_hundred_megabytes_cross_a_lossy_underlay") else { return };
+    let (a, b, _, db) = pair(&mut lab);
+    let rules = lab.file(
+        "loss.nft",
+        "table inet loss {\n chain input {\n  type filter hook input priority 0;\n  \
+         udp dport 7777 numgen random mod 100 < 5 counter drop\n }\n}\n",
+    );
+    lab.exec(&b, &["nft", "-f", &rules]);
+    lab.exec(&a, &["nft", "-f", &rules]);
+    assert_eq!(transfer(&b, &a, "192.168.100.2:5001", 100_000_000), 100_000_000);
+    let dropped = lab.exec(&b, &["nft", "list", "table", "inet", "loss"]);
+    let packets: u64 = dropped
+        .split("counter packets ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(packets > 100, "the underlay dropped only {packets} datagrams:\n{dropped}");
+    let log = lab.stop(db);
+    assert!(log.contains("dropped malformed=0"), "{log}");
+}
+
+#[test]
+fn a_deleted_device_is_a_clear_error_and_an_exit() {
+    let Some(mut lab) = Lab::new("a_deleted_device_is_a_clear_error") else { return };
+    let (a, _, da, _) = pair(&mut lab);
+    lab.exec(&a, &["ip", "link", "del", "udptun"]);
+    assert_eq!(lab.wait_exit(da, Duration::from_secs(3)), Some(1), "{}", lab.log(da));
+    assert!(lab.log(da).contains("ERROR"), "{}", lab.log(da));
+}
+
+#[test]
+fn a_vanished_local_address_is_a_clear_error_and_an_exit() {
+    let Some(mut lab) = Lab::new("a_vanished_local_address_is_a_clear_error") else { return };
+    let a = lab.host("a", "10.100.0.1/24");
+    let da = lab.udptun(&a, &["-a", "10.100.0.1", "-A", "10.100.0.2", "-d", "udptun"]);
+    lab.wait_device(&a, "udptun");
+    lab.exec(&a, &["ip", "addr", "del", "10.100.0.1/24", "dev", "eth0"]);
+    assert_eq!(lab.wait_exit(da, Duration::from_secs(4)), Some(1), "{}", lab.log(da));
+    assert!(lab.log(da).contains("the local address 10.100.0.1 is gone"), "{}", lab.log(da));
+}
+
+#[test]
+fn sigterm_under_load_exits_within_a_second_and_removes_the_device() {
+    let Some(mut lab) = Lab::new("sigterm_under_load_exits_within_a_second") else { return };
+    let (a, b, da, _) = pair(&mut lab);
+    let (a2, b2) = (a.clone(), b.clone());
+    // Load that outlives the daemon: the transfer fails when the tunnel goes, so ignore it.
+    let load = std::thread::spawn(move || {
+        let _ = std::panic::catch_unwind(|| transfer(&b2, &a2, "192.168.100.2:5001", 50_000_000_000));
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let start = Instant::now();
+    lab.signal(da, libc::SIGTERM);
+    let code = lab.wait_exit(da, Duration::from_secs(1));
+    assert_eq!(code, Some(0), "did not exit cleanly within 1 s ({:?})", start.elapsed());
+    let gone = !lab.output(&a, &["ip", "link", "show", "udptun"]).status.success();
+    assert!(gone, "the device outlived the process");
+    // The transfer's threads end with errors once the namespaces are gone; nobody waits for them.
+    drop(load);
+}
+
+#[test]
+fn a_second_instance_on_the_same_device_or_port_says_so_and_exits() {
+    let Some(mut lab) = Lab::new("a_second_instance_says_so") else { return };
+    let (a, _, _, _) = pair(&mut lab);
+    let same_device = lab.udptun(&a, &["-A", "10.100.0.2", "-p", "7778", "-d", "udptun"]);
+    assert_eq!(lab.wait_exit(same_device, Duration::from_secs(5)), Some(1));
+    assert!(lab.log(same_device).contains("device udptun already exists"), "{}", lab.log(same_device));
+    let same_port = lab.udptun(&a, &["-A", "10.100.0.2", "-d", "other"]);
+    assert_eq!(lab.wait_exit(same_port, Duration::from_secs(5)), Some(1));
+    assert!(
+        lab.log(same_port).contains("UDP port 0.0.0.0:7777: Address already in use"),
+        "{}",
+        lab.log(same_port)
+    );
+    lab.assert_ping(&a, "192.168.100.2");
+}
+
+#[test]
+fn the_old_table_serves_while_the_hosts_server_is_away_and_the_new_one_applies_on_return() {
+    let Some(mut lab) = Lab::new("the_old_table_serves_while_the_hosts_server_is_away") else { return };
+    let web = lab.host("web", "10.100.0.80/24");
+    let server = common::HttpServer::start(common::listen_in(&web, "10.100.0.80:8080"), None);
+    let doc = |hosts: &[u8]| {
+        let entries: Vec<String> =
+            hosts.iter().map(|i| format!("\"192.168.100.{i}\": {{ host: \"10.100.0.{i}\" }}")).collect();
+        format!("{{ nodes: {{ {} }} }}", entries.join(", "))
+    };
+    server.set("/hosts.json", common::Reply::ok(&doc(&[1, 2])));
+    let url = "http://10.100.0.80:8080/hosts.json";
+    let mut namespaces = Vec::new();
+    let mut daemons = Vec::new();
+    for i in 1..=3u8 {
+        let ns = lab.host(&format!("h{i}"), &format!("10.100.0.{i}/24"));
+        let args = ["--hosts-url", url, "--hosts-url-interval", "0.3", "-d", "udptun"];
+        daemons.push(lab.udptun(&ns, &[&args[..], &["--address", &format!("192.168.100.{i}/24")]].concat()));
+        namespaces.push(ns);
+    }
+    for ns in &namespaces {
+        lab.wait_device(ns, "udptun");
+    }
+    lab.assert_ping(&namespaces[0], "192.168.100.2");
+
+    lab.exec(&web, &["ip", "link", "set", "eth0", "down"]);
+    server.set("/hosts.json", common::Reply::ok(&doc(&[1, 2, 3])));
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.log(daemons[0]).contains("keeping the previous table")),
+        "{}",
+        lab.log(daemons[0])
+    );
+    lab.assert_ping(&namespaces[0], "192.168.100.2");
+    assert!(!lab.ping(&namespaces[0], "192.168.100.3"));
+
+    lab.exec(&web, &["ip", "link", "set", "eth0", "up"]);
+    lab.assert_ping(&namespaces[0], "192.168.100.3");
+}
