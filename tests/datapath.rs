@@ -8,17 +8,6 @@ use std::time::Duration;
 
 use common::{Lab, transfer, wait_until};
 
-fn pair(lab: &mut Lab, extra: &[&str]) -> (String, String, usize, usize) {
-    let a = lab.host("a", "10.100.0.1/24");
-    let b = lab.host("b", "10.100.0.2/24");
-    let da = lab.udptun(&a, &[&["-A", "10.100.0.2", "-d", "udptun"], extra].concat());
-    let db = lab.udptun(&b, &[&["-A", "10.100.0.1", "-d", "udptun"], extra].concat());
-    lab.tunnel_up(&a, "udptun", "192.168.100.1/24");
-    lab.tunnel_up(&b, "udptun", "192.168.100.2/24");
-    lab.assert_ping(&a, "192.168.100.2");
-    (a, b, da, db)
-}
-
 const GIGABYTE: u64 = 1_000_000_000;
 
 fn counter(log: &str, name: &str) -> u64 {
@@ -32,7 +21,7 @@ fn counter(log: &str, name: &str) -> u64 {
 #[test]
 fn a_gigabyte_arrives_intact_with_offloads() {
     let Some(mut lab) = Lab::new("a_gigabyte_arrives_intact_with_offloads") else { return };
-    let (a, b, da, db) = pair(&mut lab, &[]);
+    let (a, b, da, db) = lab.pair(&[]);
     assert!(lab.log(da).contains("offloads: tun true, gso true, gro true"), "{}", lab.log(da));
     assert_eq!(transfer(&b, &a, "192.168.100.2:5001", GIGABYTE), GIGABYTE);
     assert_eq!(transfer(&a, &b, "192.168.100.1:5001", GIGABYTE / 4), GIGABYTE / 4);
@@ -46,7 +35,7 @@ fn a_gigabyte_arrives_intact_with_offloads() {
 #[test]
 fn a_gigabyte_arrives_intact_without_offloads() {
     let Some(mut lab) = Lab::new("a_gigabyte_arrives_intact_without_offloads") else { return };
-    let (a, b, da, _) = pair(&mut lab, &["--no-offload", "--threads", "1"]);
+    let (a, b, da, _) = lab.pair(&["--no-offload", "--threads", "1"]);
     assert!(lab.log(da).contains("offloads: tun false, gso false, gro false"), "{}", lab.log(da));
     assert_eq!(transfer(&b, &a, "192.168.100.2:5001", GIGABYTE), GIGABYTE);
 }
@@ -87,7 +76,7 @@ fn udp_payloads(pcap: &[u8], port: u16) -> Vec<Vec<u8>> {
 fn every_datagram_on_the_wire_is_one_ip_packet_within_the_mtu() {
     let Some(mut lab) = Lab::new("every_datagram_on_the_wire_is_one_ip_packet") else { return };
     let mtu = 1400;
-    let (a, b, _, _) = pair(&mut lab, &["--mtu", "1400"]);
+    let (a, b, _, _) = lab.pair(&["--mtu", "1400"]);
     // Make the kernel cut our GSO sends before the capture point, as a real NIC does on the
     // wire (veth would otherwise carry the unsegmented super-datagram to the peer).
     for ns in [&a, &b] {
@@ -125,7 +114,7 @@ fn every_datagram_on_the_wire_is_one_ip_packet_within_the_mtu() {
 #[test]
 fn threads_get_a_multiqueue_device_and_carry_traffic() {
     let Some(mut lab) = Lab::new("threads_get_a_multiqueue_device") else { return };
-    let (a, b, _, _) = pair(&mut lab, &["--threads", "3"]);
+    let (a, b, _, _) = lab.pair(&["--threads", "3"]);
     let queues = lab.exec(&a, &["ls", "/sys/class/net/udptun/queues"]);
     assert_eq!(queues.split_whitespace().filter(|q| q.starts_with("tx-")).count(), 3, "{queues}");
     assert_eq!(transfer(&b, &a, "192.168.100.2:5001", 100_000_000), 100_000_000);

@@ -7,21 +7,10 @@ use std::time::{Duration, Instant};
 
 use common::{Lab, transfer, wait_until};
 
-fn pair(lab: &mut Lab) -> (String, String, usize, usize) {
-    let a = lab.host("a", "10.100.0.1/24");
-    let b = lab.host("b", "10.100.0.2/24");
-    let da = lab.udptun(&a, &["-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24"]);
-    let db = lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
-    lab.wait_device(&a, "udptun");
-    lab.wait_device(&b, "udptun");
-    lab.assert_ping(&a, "192.168.100.2");
-    (a, b, da, db)
-}
-
 #[test]
 fn traffic_resumes_within_a_second_of_the_peer_coming_back() {
     let Some(mut lab) = Lab::new("traffic_resumes_when_the_peer_comes_back") else { return };
-    let (a, b, _, db) = pair(&mut lab);
+    let (a, b, _, db) = lab.pair(&[]);
     lab.signal(db, libc::SIGKILL);
     lab.wait_exit(db, Duration::from_secs(5));
     assert!(!lab.ping(&a, "192.168.100.2"));
@@ -38,7 +27,7 @@ fn traffic_resumes_within_a_second_of_the_peer_coming_back() {
 #[test]
 fn a_hundred_megabytes_cross_an_underlay_that_drops_five_percent() {
     let Some(mut lab) = Lab::new("a_hundred_megabytes_cross_a_lossy_underlay") else { return };
-    let (a, b, _, db) = pair(&mut lab);
+    let (a, b, _, db) = lab.pair(&[]);
     let rules = lab.file(
         "loss.nft",
         "table inet loss {\n chain input {\n  type filter hook input priority 0;\n  \
@@ -62,7 +51,7 @@ fn a_hundred_megabytes_cross_an_underlay_that_drops_five_percent() {
 #[test]
 fn a_deleted_device_is_a_clear_error_and_an_exit() {
     let Some(mut lab) = Lab::new("a_deleted_device_is_a_clear_error") else { return };
-    let (a, _, da, _) = pair(&mut lab);
+    let (a, _, da, _) = lab.pair(&[]);
     lab.exec(&a, &["ip", "link", "del", "udptun"]);
     assert_eq!(lab.wait_exit(da, Duration::from_secs(3)), Some(1), "{}", lab.log(da));
     assert!(lab.log(da).contains("ERROR"), "{}", lab.log(da));
@@ -82,7 +71,7 @@ fn a_vanished_local_address_is_a_clear_error_and_an_exit() {
 #[test]
 fn sigterm_under_load_exits_within_a_second_and_removes_the_device() {
     let Some(mut lab) = Lab::new("sigterm_under_load_exits_within_a_second") else { return };
-    let (a, b, da, _) = pair(&mut lab);
+    let (a, b, da, _) = lab.pair(&[]);
     let (a2, b2) = (a.clone(), b.clone());
     // Load that outlives the daemon: the transfer fails when the tunnel goes, so ignore it.
     let load = std::thread::spawn(move || {
@@ -102,7 +91,7 @@ fn sigterm_under_load_exits_within_a_second_and_removes_the_device() {
 #[test]
 fn a_second_instance_on_the_same_device_or_port_says_so_and_exits() {
     let Some(mut lab) = Lab::new("a_second_instance_says_so") else { return };
-    let (a, _, _, _) = pair(&mut lab);
+    let (a, _, _, _) = lab.pair(&[]);
     let same_device = lab.udptun(&a, &["-A", "10.100.0.2", "-p", "7778", "-d", "udptun"]);
     assert_eq!(lab.wait_exit(same_device, Duration::from_secs(5)), Some(1));
     assert!(lab.log(same_device).contains("device udptun already exists"), "{}", lab.log(same_device));
@@ -121,12 +110,7 @@ fn the_old_table_serves_while_the_hosts_server_is_away_and_the_new_one_applies_o
     let Some(mut lab) = Lab::new("the_old_table_serves_while_the_hosts_server_is_away") else { return };
     let web = lab.host("web", "10.100.0.80/24");
     let server = common::HttpServer::start(common::listen_in(&web, "10.100.0.80:8080"), None);
-    let doc = |hosts: &[u8]| {
-        let entries: Vec<String> =
-            hosts.iter().map(|i| format!("\"192.168.100.{i}\": {{ host: \"10.100.0.{i}\" }}")).collect();
-        format!("{{ nodes: {{ {} }} }}", entries.join(", "))
-    };
-    server.set("/hosts.json", common::Reply::ok(&doc(&[1, 2])));
+    server.set("/hosts.json", common::Reply::ok(&common::hosts_doc(&[1, 2])));
     let url = "http://10.100.0.80:8080/hosts.json";
     let mut namespaces = Vec::new();
     let mut daemons = Vec::new();
@@ -142,7 +126,7 @@ fn the_old_table_serves_while_the_hosts_server_is_away_and_the_new_one_applies_o
     lab.assert_ping(&namespaces[0], "192.168.100.2");
 
     lab.exec(&web, &["ip", "link", "set", "eth0", "down"]);
-    server.set("/hosts.json", common::Reply::ok(&doc(&[1, 2, 3])));
+    server.set("/hosts.json", common::Reply::ok(&common::hosts_doc(&[1, 2, 3])));
     assert!(
         wait_until(Duration::from_secs(10), || lab.log(daemons[0]).contains("keeping the previous table")),
         "{}",

@@ -228,17 +228,11 @@ fn spoofed_datagrams_are_dropped_and_counted_and_metrics_move() {
     assert!(lab.http_get(&b, "127.0.0.1:9101", "/other").starts_with("HTTP/1.1 404"));
 }
 
-fn hosts_with(hosts: &[u8]) -> String {
-    let entries: Vec<String> =
-        hosts.iter().map(|i| format!("\"192.168.100.{i}\": {{ host: \"10.100.0.{i}\" }}")).collect();
-    format!("{{ nodes: {{ {} }} }}", entries.join(", "))
-}
-
 #[test]
 fn the_hosts_file_reloads_on_change_and_on_sighup_and_a_bad_file_keeps_the_old_table() {
     let Some(mut lab) = Lab::new("the_hosts_file_reloads") else { return };
-    let hosts = lab.file("hosts.json", &hosts_with(&[1, 2]));
-    let full = lab.file("full.json", &hosts_with(&[1, 2, 3]));
+    let hosts = lab.file("hosts.json", &common::hosts_doc(&[1, 2]));
+    let full = lab.file("full.json", &common::hosts_doc(&[1, 2, 3]));
     let mut namespaces = Vec::new();
     let mut daemons = Vec::new();
     for i in 1..=3u8 {
@@ -257,7 +251,7 @@ fn the_hosts_file_reloads_on_change_and_on_sighup_and_a_bad_file_keeps_the_old_t
     assert!(!lab.ping(&namespaces[0], "192.168.100.3"));
 
     // Rewritten in place: the watcher sees it within a second or two.
-    std::fs::write(&hosts, hosts_with(&[1, 2, 3])).unwrap();
+    std::fs::write(&hosts, common::hosts_doc(&[1, 2, 3])).unwrap();
     lab.assert_ping(&namespaces[0], "192.168.100.3");
 
     // A broken file: logged with its line, the old table stays.
@@ -269,7 +263,7 @@ fn the_hosts_file_reloads_on_change_and_on_sighup_and_a_bad_file_keeps_the_old_t
     lab.assert_ping(&namespaces[0], "192.168.100.3");
 
     // SIGHUP rereads at once.
-    std::fs::write(&hosts, hosts_with(&[1, 2])).unwrap();
+    std::fs::write(&hosts, common::hosts_doc(&[1, 2])).unwrap();
     lab.signal(daemons[0], libc::SIGHUP);
     assert!(wait_until(Duration::from_secs(5), || lab.log(daemons[0]).contains("SIGHUP: reloading")));
     assert!(wait_until(Duration::from_secs(5), || !lab.ping(&namespaces[0], "192.168.100.3")));
@@ -314,7 +308,7 @@ fn a_peer_whose_address_changes_is_found_again() {
 #[test]
 fn privileges_are_dropped_and_reloads_still_work() {
     let Some(mut lab) = Lab::new("privileges_are_dropped_and_reloads_still_work") else { return };
-    let hosts = lab.file("hosts.json", &hosts_with(&[1]));
+    let hosts = lab.file("hosts.json", &common::hosts_doc(&[1]));
     let a = lab.host("h1", "10.100.0.1/24");
     let b = lab.host("h2", "10.100.0.2/24");
     let da = lab.udptun(
@@ -339,17 +333,12 @@ fn privileges_are_dropped_and_reloads_still_work() {
         "{}",
         lab.log(da)
     );
-    let pids = common::sh(&["ip", "netns", "pids", &a]);
-    let status = pids
-        .split_whitespace()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .find(|status| status.starts_with("Name:\tudptun"))
-        .expect("udptun runs in h1");
+    let status = common::daemon_status(&a);
     assert!(status.lines().any(|l| l.starts_with("Uid:\t65534\t65534\t65534")), "{status}");
     assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
 
     assert!(!lab.ping(&a, "192.168.100.2"));
-    std::fs::write(&hosts, hosts_with(&[1, 2])).unwrap();
+    std::fs::write(&hosts, common::hosts_doc(&[1, 2])).unwrap();
     lab.signal(da, libc::SIGHUP);
     lab.assert_ping(&a, "192.168.100.2");
 }

@@ -8,25 +8,11 @@ use std::time::Duration;
 
 use common::{Body, HttpServer, Lab, Reply, TestPki, listen_in, wait_until};
 
-fn doc(hosts: &[u8]) -> String {
-    let entries: Vec<String> =
-        hosts.iter().map(|i| format!("\"192.168.100.{i}\": {{ host: \"10.100.0.{i}\" }}")).collect();
-    format!("{{ nodes: {{ {} }} }}", entries.join(", "))
-}
-
 /// Peak resident memory of the udptun running in `ns`, in MiB.
 fn peak_rss_mib(ns: &str) -> u64 {
-    let pids = common::sh(&["ip", "netns", "pids", ns]);
-    pids.split_whitespace()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .filter(|status| status.starts_with("Name:\tudptun"))
-        .filter_map(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .max()
-        .expect("udptun runs")
-        / 1024
+    let status = common::daemon_status(ns);
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in status");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse::<u64>().ok()).expect("a number") / 1024
 }
 
 #[test]
@@ -34,7 +20,7 @@ fn a_hostile_hosts_server_changes_nothing_but_the_log() {
     let Some(mut lab) = Lab::new("a_hostile_hosts_server_changes_nothing_but_the_log") else { return };
     let web = lab.host("web", "10.100.0.80/24");
     let server = HttpServer::start(listen_in(&web, "10.100.0.80:8080"), None);
-    server.set("/hosts.json", Reply::ok(&doc(&[1, 2])));
+    server.set("/hosts.json", Reply::ok(&common::hosts_doc(&[1, 2])));
     server.set("/loop", Reply::redirect("/loop"));
     let a = lab.host("h1", "10.100.0.1/24");
     let b = lab.host("h2", "10.100.0.2/24");
@@ -53,7 +39,11 @@ fn a_hostile_hosts_server_changes_nothing_but_the_log() {
         ("a server that never answers", Reply::body(Body::Hang), "timed out"),
         ("a redirect loop", Reply::redirect("/loop"), "more than 10 redirects"),
         ("HTTP 500", Reply::status(500), "HTTP 500"),
-        ("a document followed by garbage", Reply::ok(&(doc(&[1, 2, 3]) + " }{ garbage")), "line 1"),
+        (
+            "a document followed by garbage",
+            Reply::ok(&(common::hosts_doc(&[1, 2, 3]) + " }{ garbage")),
+            "line 1",
+        ),
     ];
     for (what, reply, expected) in cases {
         let before = lab.log(da).matches("keeping the previous table").count();
@@ -98,7 +88,7 @@ fn a_redirect_from_https_to_http_is_refused() {
     let tls = HttpServer::start(listen_in(&web, "10.100.0.80:8443"), Some(pki.server.clone()));
     tls.set("/hosts.json", Reply::redirect("http://10.100.0.80:8080/hosts.json"));
     let plain = HttpServer::start(listen_in(&web, "10.100.0.80:8080"), None);
-    plain.set("/hosts.json", Reply::ok(&doc(&[1, 2])));
+    plain.set("/hosts.json", Reply::ok(&common::hosts_doc(&[1, 2])));
     let ca = lab.file("ca.pem", &pki.ca_pem);
     let a = lab.host("h1", "10.100.0.1/24");
     lab.etc_hosts(&a, "10.100.0.80 hosts.test\n");

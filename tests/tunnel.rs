@@ -5,7 +5,7 @@ mod common;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{HttpServer, Lab, Reply, TestPki, in_netns, listen_in, wait_until};
+use common::{HttpServer, Lab, Reply, TestPki, hosts_doc, in_netns, listen_in, wait_until};
 
 /// Two hosts on one bridge, each running a one-to-one udptun towards the other.
 fn one_to_one(lab: &mut Lab, extra: &[&str]) -> (String, String, usize, usize) {
@@ -147,12 +147,6 @@ fn malformed_datagrams_are_dropped_and_counted_and_the_tunnel_keeps_working() {
     assert!((1..=20).contains(&warnings), "{warnings} log lines for {sent} bad datagrams");
 }
 
-fn hosts_doc(hosts: &[u8]) -> String {
-    let entries: Vec<String> =
-        hosts.iter().map(|i| format!("\"192.168.100.{i}\": {{ \"host\": \"10.100.0.{i}\" }}")).collect();
-    format!("{{ \"nodes\": {{ {} }} }}", entries.join(", "))
-}
-
 #[test]
 fn hosts_url_is_refreshed_and_redirects_are_followed() {
     let Some(mut lab) = Lab::new("hosts_url_is_refreshed_and_redirects_are_followed") else { return };
@@ -161,11 +155,11 @@ fn hosts_url_is_refreshed_and_redirects_are_followed() {
     server.set("/hosts.json", Reply::ok(&hosts_doc(&[1, 2])));
     server.set("/old", Reply::redirect("/hosts.json"));
 
-    let mut namespaces = Vec::new();
+    let (mut namespaces, mut daemons) = (Vec::new(), Vec::new());
     for i in 1..=3u8 {
         let ns = lab.host(&format!("h{i}"), &format!("10.100.0.{i}/24"));
         let url = if i == 1 { "http://10.100.0.80:8080/old" } else { "http://10.100.0.80:8080/hosts.json" };
-        lab.udptun(&ns, &["--hosts-url", url, "--hosts-url-interval", "0.2", "-d", "udptun"]);
+        daemons.push(lab.udptun(&ns, &["--hosts-url", url, "--hosts-url-interval", "0.2", "-d", "udptun"]));
         namespaces.push(ns);
     }
     for (i, ns) in namespaces.iter().enumerate() {
@@ -178,6 +172,21 @@ fn hosts_url_is_refreshed_and_redirects_are_followed() {
     server.set("/hosts.json", Reply::ok(&hosts_doc(&[1, 2, 3])));
     lab.assert_ping(&namespaces[0], "192.168.100.3");
     lab.assert_ping(&namespaces[2], "192.168.100.1");
+
+    // Validators go back to the server, and a 304 leaves the table as it is.
+    let mut tagged = Reply::ok(&hosts_doc(&[1, 2, 3]));
+    tagged.headers.push(("ETag".into(), "\"v7\"".into()));
+    server.set("/hosts.json", tagged);
+    let revalidated = || server.requests_with("/hosts.json", "If-None-Match: \"v7\"");
+    assert!(wait_until(Duration::from_secs(5), || revalidated() > 0), "no If-None-Match sent");
+    let loads_before = lab.log(daemons[1]).matches("loaded:").count();
+    server.set("/hosts.json", Reply::status(304));
+    let seen = revalidated();
+    assert!(wait_until(Duration::from_secs(5), || revalidated() > seen + 3));
+    let log = lab.log(daemons[1]);
+    assert_eq!(log.matches("loaded:").count(), loads_before, "a 304 must not reload: {log}");
+    assert!(!log.contains("keeping the previous table"), "a 304 is no error: {log}");
+    lab.assert_ping(&namespaces[1], "192.168.100.3");
 }
 
 #[test]
@@ -256,12 +265,7 @@ fn runs_as_an_unprivileged_user_with_cap_net_admin_alone() {
     lab.tunnel_up(&a, "udptun", "192.168.100.1/24");
     lab.tunnel_up(&b, "udptun", "192.168.100.2/24");
     lab.assert_ping(&b, "192.168.100.1");
-    let pids = common::sh(&["ip", "netns", "pids", &a]);
-    let status = pids
-        .split_whitespace()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
-        .find(|status| status.starts_with("Name:\tudptun"))
-        .expect("udptun runs in namespace a");
+    let status = common::daemon_status(&a);
     assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")), "{status}");
     assert!(status.contains("CapEff:\t0000000000001000"), "only CAP_NET_ADMIN: {status}");
     assert!(lab.log(da).contains("device udptun"), "{}", lab.log(da));

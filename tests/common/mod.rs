@@ -259,6 +259,25 @@ impl Lab {
         self.exec(ns, &["ip", "link", "set", dev, "up"]);
     }
 
+    /// Hosts a (10.100.0.1) and b (10.100.0.2) on the bridge, each with a one-to-one udptun
+    /// (plus `extra` flags) that sets up 192.168.100.1/.2 itself; returns once ping crosses.
+    pub fn pair(&mut self, extra: &[&str]) -> (String, String, usize, usize) {
+        let a = self.host("a", "10.100.0.1/24");
+        let b = self.host("b", "10.100.0.2/24");
+        let da = self.udptun(
+            &a,
+            &[&["-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24"], extra].concat(),
+        );
+        let db = self.udptun(
+            &b,
+            &[&["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"], extra].concat(),
+        );
+        self.wait_device(&a, "udptun");
+        self.wait_device(&b, "udptun");
+        self.assert_ping(&a, "192.168.100.2");
+        (a, b, da, db)
+    }
+
     /// Whether `ns` can ping `addr` (3 tries, one must answer).
     pub fn ping(&self, ns: &str, addr: &str) -> bool {
         self.output(ns, &["ping", "-c", "3", "-i", "0.2", "-W", "1", addr])
@@ -313,6 +332,22 @@ impl Drop for Lab {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A hosts document in the original format mapping 192.168.100.N to 10.100.0.N for each N.
+pub fn hosts_doc(hosts: &[u8]) -> String {
+    let entries: Vec<String> =
+        hosts.iter().map(|i| format!("\"192.168.100.{i}\": {{ \"host\": \"10.100.0.{i}\" }}")).collect();
+    format!("{{ \"nodes\": {{ {} }} }}", entries.join(", "))
+}
+
+/// `/proc/PID/status` of the udptun running in `ns`.
+pub fn daemon_status(ns: &str) -> String {
+    sh(&["ip", "netns", "pids", ns])
+        .split_whitespace()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .find(|status| status.starts_with("Name:\tudptun"))
+        .unwrap_or_else(|| panic!("no udptun runs in {ns}"))
 }
 
 /// Runs `f` on a thread that has entered namespace `ns`; sockets it creates live there.
@@ -402,8 +437,16 @@ impl HttpServer {
         routes.push((path.to_string(), reply));
     }
 
+    /// Requests for `path` so far.
     pub fn hits(&self, path: &str) -> usize {
-        self.hits.lock().unwrap().iter().filter(|p| *p == path).count()
+        self.requests_with(path, "")
+    }
+
+    /// Requests for `path` so far whose text contains `needle` (a header, say; any case).
+    pub fn requests_with(&self, path: &str, needle: &str) -> usize {
+        let (request_line, needle) = (format!(" {path} "), needle.to_lowercase());
+        let requests = self.hits.lock().unwrap();
+        requests.iter().filter(|r| r.contains(&request_line) && r.to_lowercase().contains(&needle)).count()
     }
 }
 
@@ -422,7 +465,7 @@ fn serve_one<S: Read + Write>(
     }
     let text = String::from_utf8_lossy(&request);
     let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
-    hits.lock().unwrap().push(path.clone());
+    hits.lock().unwrap().push(text.to_string());
     let reply = routes.lock().unwrap().iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone());
     let reply = reply.unwrap_or(Reply::status(404));
     let length = match &reply.body {
