@@ -25,7 +25,7 @@ cleanup() {
     done
     sleep 0.5
     for ns in "$a" "$b" "$web" "$sw"; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -rf "$work"
+    [ -n "${SOAK_KEEP:-}" ] && echo "logs kept in $work" >&2 || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -59,7 +59,7 @@ ip netns exec "$a" ping -c 3 -i 0.2 -q 10.232.20.2 >/dev/null
 
 rss() { # NS -> VmRSS of its udptun in KiB
     for pid in $(ip netns pids "$1"); do
-        [ "$(cat /proc/$pid/comm)" = udptun ] && awk '$1 == "VmRSS:" {print $2}' /proc/$pid/status
+        if [ "$(cat /proc/$pid/comm)" = udptun ]; then awk '$1 == "VmRSS:" {print $2}' /proc/$pid/status; fi
     done
 }
 metrics() { # NS -> the metrics page
@@ -119,7 +119,8 @@ out.append(f"- RSS after {warmup} s warm-up → end: a {rss[0]/1024:.1f} → {rs
 for side in "ab":
     before, after = prom(f"{work}/{side}0.prom"), prom(f"{work}/{side}1.prom")
     drops = {k: after[k] - before.get(k, 0) for k in after if k.startswith("udptun_dropped_packets_total")}
-    moved = ", ".join(f"{re.search(r'reason=\"(\w+)\"', k).group(1)} +{int(v)}" for k, v in sorted(drops.items()) if v)
+    reason = lambda key: re.search(r'reason="(\w+)"', key).group(1)
+    moved = ", ".join(f"{reason(k)} +{int(v)}" for k, v in sorted(drops.items()) if v)
     loads = after.get("udptun_hosts_loads_total", 0) - before.get("udptun_hosts_loads_total", 0)
     failures = after.get("udptun_hosts_load_failures_total", 0)
     out.append(f"- {side}: drop counters that moved after warm-up: {moved or 'none'}; "

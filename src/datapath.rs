@@ -28,8 +28,10 @@ const OUTBOUND_BATCH: usize = 256;
 const SUPER_PACKET_SEGMENTS: usize = 128;
 /// Largest IP packet the TUN can hand over or take.
 const MAX_PACKET: usize = 65_535;
+/// Packets per coalescing write to the TUN (see `Inbound::step`).
+const GRO_WRITE_BATCH: usize = 64;
 /// UDP receive buffers per `recvmmsg` with GRO (each holds up to 64 datagrams) and without.
-const GRO_RECEIVE_BATCH: usize = 8;
+const GRO_RECEIVE_BATCH: usize = 4;
 const PLAIN_RECEIVE_BATCH: usize = 64;
 
 /// What the data plane shares with the control plane.
@@ -375,16 +377,17 @@ impl Inbound {
                 warn_limited!(limits.tun_write_error, "writing to the TUN failed: {e}");
             }
         }
-        let written = match used {
-            0 => Ok(0),
-            _ => device.send_multiple(&mut self.gro_table, &mut self.pending[..used], VIRTIO_NET_HDR_LEN),
-        };
-        if let Err(e) = written {
-            if tun::is_gone(&e) {
-                return Err(e);
+        // The kernel refuses (EINVAL) a UDP super-packet of more than UDP_MAX_SEGMENTS (64 on
+        // older kernels) datagrams, and the GRO table would coalesce hundreds of small ones:
+        // hand it at most that many packets at a time.
+        for chunk in self.pending[..used].chunks_mut(GRO_WRITE_BATCH) {
+            if let Err(e) = device.send_multiple(&mut self.gro_table, chunk, VIRTIO_NET_HDR_LEN) {
+                if tun::is_gone(&e) {
+                    return Err(e);
+                }
+                write_failures += 1;
+                warn_limited!(limits.tun_write_error, "writing to the TUN failed: {e}");
             }
-            write_failures += 1;
-            warn_limited!(limits.tun_write_error, "writing to the TUN failed: {e}");
         }
         shared.stats.drop(Drop::Malformed, malformed);
         shared.stats.drop(Drop::SourceCheck, spoofed);
