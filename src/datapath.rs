@@ -28,7 +28,8 @@ const OUTBOUND_BATCH: usize = 256;
 const SUPER_PACKET_SEGMENTS: usize = 128;
 /// Largest IP packet the TUN can hand over or take.
 const MAX_PACKET: usize = 65_535;
-/// Packets per coalescing write to the TUN (see `Inbound::step`).
+/// Packets per coalescing write to the TUN (see `write_coalesced`); also the size of the pool
+/// of packet buffers on the receive side, which so becomes resident soon after start.
 const GRO_WRITE_BATCH: usize = 64;
 /// UDP receive buffers per `recvmmsg` with GRO (each holds up to 64 datagrams) and without.
 const GRO_RECEIVE_BATCH: usize = 4;
@@ -369,6 +370,11 @@ impl Inbound {
                 buffer.resize(VIRTIO_NET_HDR_LEN, 0);
                 buffer.extend_from_slice(datagram);
                 used += 1;
+                if used == GRO_WRITE_BATCH {
+                    write_failures +=
+                        write_coalesced(device, &mut self.gro_table, &mut self.pending[..used], limits)?;
+                    used = 0;
+                }
             } else if let Err(e) = device.send(datagram) {
                 if tun::is_gone(&e) {
                     return Err(e);
@@ -377,18 +383,7 @@ impl Inbound {
                 warn_limited!(limits.tun_write_error, "writing to the TUN failed: {e}");
             }
         }
-        // The kernel refuses (EINVAL) a UDP super-packet of more than UDP_MAX_SEGMENTS (64 on
-        // older kernels) datagrams, and the GRO table would coalesce hundreds of small ones:
-        // hand it at most that many packets at a time.
-        for chunk in self.pending[..used].chunks_mut(GRO_WRITE_BATCH) {
-            if let Err(e) = device.send_multiple(&mut self.gro_table, chunk, VIRTIO_NET_HDR_LEN) {
-                if tun::is_gone(&e) {
-                    return Err(e);
-                }
-                write_failures += 1;
-                warn_limited!(limits.tun_write_error, "writing to the TUN failed: {e}");
-            }
-        }
+        write_failures += write_coalesced(device, &mut self.gro_table, &mut self.pending[..used], limits)?;
         shared.stats.drop(Drop::Malformed, malformed);
         shared.stats.drop(Drop::SourceCheck, spoofed);
         shared.stats.drop(Drop::TunWriteError, write_failures);
@@ -396,6 +391,30 @@ impl Inbound {
         add(&shared.stats.received_packets, count);
         add(&shared.stats.received_bytes, bytes);
         Ok(true)
+    }
+}
+
+/// Writes `packets` (each behind a virtio-net header) to the TUN, coalescing TCP and UDP
+/// segments into super-packets. Returns the number of failed writes, or the error if the device
+/// is gone. Callers pass at most [`GRO_WRITE_BATCH`] packets: the kernel refuses (EINVAL) a UDP
+/// super-packet of more than UDP_MAX_SEGMENTS (64 on older kernels) datagrams, and the GRO
+/// table would coalesce hundreds of small ones.
+fn write_coalesced(
+    device: &SyncDevice,
+    gro_table: &mut GROTable,
+    packets: &mut [Vec<u8>],
+    limits: &Limits,
+) -> io::Result<u64> {
+    if packets.is_empty() {
+        return Ok(0);
+    }
+    match device.send_multiple(gro_table, packets, VIRTIO_NET_HDR_LEN) {
+        Ok(_) => Ok(0),
+        Err(e) if tun::is_gone(&e) => Err(e),
+        Err(e) => {
+            warn_limited!(limits.tun_write_error, "writing to the TUN failed: {e}");
+            Ok(1)
+        }
     }
 }
 
