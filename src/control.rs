@@ -114,8 +114,15 @@ pub struct Timing {
     pub url_interval: Duration,
     /// Between re-resolutions of host names.
     pub resolve_interval: Duration,
-    /// Between keepalives to every peer, if any.
-    pub keepalive: Option<Duration>,
+}
+
+/// Keepalives to every peer at `interval`, sent from `socket` (one of the tunnel's, so that
+/// they open the same NAT mapping as the traffic).
+pub struct Keepalive {
+    /// Between two rounds.
+    pub interval: Duration,
+    /// The socket they leave from.
+    pub socket: Socket,
 }
 
 /// What the main thread tells the control plane.
@@ -124,6 +131,9 @@ pub enum Command {
     /// SIGHUP: reload the hosts file, or fetch the URL now.
     Reload,
 }
+
+/// The address each (host, port) of a document resolved to.
+type Resolved = HashMap<(String, u16), SocketAddr>;
 
 /// How often a hosts file is checked for changes.
 const FILE_CHECK: Duration = Duration::from_secs(1);
@@ -134,7 +144,7 @@ pub struct Control {
     family: Family,
     document: Document,
     /// The last address each host name resolved to, kept when a later lookup fails.
-    resolved: HashMap<(String, u16), SocketAddr>,
+    resolved: Resolved,
     file_stamp: Option<FileStamp>,
 }
 
@@ -167,7 +177,8 @@ impl Control {
             },
         };
         let mut control = Self { source, family, document, resolved: HashMap::new(), file_stamp };
-        let table = control.resolve_document(&control.document.clone(), true)?;
+        let (table, resolved) = control.resolve(&control.document, true)?;
+        control.resolved = resolved;
         Ok((control, table))
     }
 
@@ -179,13 +190,14 @@ impl Control {
         }
     }
 
-    /// Resolves every host of `document`. With `strict`, a name that does not resolve is an
-    /// error; without, it keeps its last address (and only a name never resolved is an error).
-    fn resolve_document(&mut self, document: &Document, strict: bool) -> Result<PeerTable> {
+    /// Resolves every host of `document`, returning the table and the addresses found. With
+    /// `strict`, a name that does not resolve is an error; without, it keeps its last address
+    /// (and only a name never resolved is an error).
+    fn resolve(&self, document: &Document, strict: bool) -> Result<(PeerTable, Resolved)> {
         let family = self.family;
         let origin = self.origin();
         let previous = &self.resolved;
-        let mut fresh: HashMap<(String, u16), SocketAddr> = HashMap::new();
+        let mut fresh = Resolved::new();
         let table = build_table(document, &origin, &mut |host, port| {
             let result =
                 resolve(host, port, family).or_else(|error| match previous.get(&(host.to_string(), port)) {
@@ -200,8 +212,7 @@ impl Control {
             }
             result
         })?;
-        self.resolved = fresh;
-        Ok(table)
+        Ok((table, fresh))
     }
 
     /// Publishes `table`, carrying over the ports the current one learned.
@@ -239,13 +250,14 @@ impl Control {
         let result = document.and_then(|document| match document {
             None => Ok(None),
             Some(document) => {
-                let table = self.resolve_document(&document, true)?;
-                Ok(Some((document, table)))
+                let (table, resolved) = self.resolve(&document, true)?;
+                Ok(Some((document, table, resolved)))
             }
         });
         match result {
-            Ok(Some((document, table))) => {
+            Ok(Some((document, table, resolved))) => {
                 self.document = document;
+                self.resolved = resolved;
                 self.publish(shared, table, "loaded");
             }
             Ok(None) => {
@@ -261,9 +273,11 @@ impl Control {
 
     /// Resolves the current document's names again; publishes if an address changed.
     fn re_resolve(&mut self, shared: &Shared) {
-        let before = self.resolved.clone();
-        match self.resolve_document(&self.document.clone(), false) {
-            Ok(table) if self.resolved != before => self.publish(shared, table, "a host's address changed"),
+        match self.resolve(&self.document, false) {
+            Ok((table, resolved)) if resolved != self.resolved => {
+                self.resolved = resolved;
+                self.publish(shared, table, "a host's address changed");
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!("{e:#}"),
         }
@@ -283,21 +297,25 @@ impl Control {
         mut self,
         shared: Arc<Shared>,
         timing: Timing,
-        keepalive: Option<Socket>,
+        keepalive: Option<Keepalive>,
         commands: Receiver<Command>,
     ) {
         let now = Instant::now();
         let mut next_fetch = now + jittered(timing.url_interval);
         let mut next_resolve = now + timing.resolve_interval;
         let mut next_file_check = now + FILE_CHECK;
-        let mut next_keepalive = now + timing.keepalive.unwrap_or(Duration::MAX / 4);
+        let mut next_keepalive = keepalive.as_ref().map(|k| now + k.interval);
         loop {
-            let mut deadline = next_resolve.min(next_keepalive);
-            match self.source {
-                Source::Url(_) => deadline = deadline.min(next_fetch),
-                Source::File(_) => deadline = deadline.min(next_file_check),
-                Source::Remote(..) => {}
-            }
+            let deadline = [
+                Some(next_resolve),
+                next_keepalive,
+                matches!(self.source, Source::Url(_)).then_some(next_fetch),
+                matches!(self.source, Source::File(_)).then_some(next_file_check),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_resolve);
             match commands.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Command::Reload) => {
                     tracing::info!("SIGHUP: reloading {}", self.origin());
@@ -326,11 +344,11 @@ impl Control {
                     self.re_resolve(&shared);
                 }
             }
-            if let (Some(interval), Some(socket)) = (timing.keepalive, &keepalive)
-                && now >= next_keepalive
+            if let (Some(keepalive), Some(due)) = (&keepalive, &mut next_keepalive)
+                && now >= *due
             {
-                next_keepalive = now + interval;
-                send_keepalives(socket, &shared);
+                *due = now + keepalive.interval;
+                send_keepalives(&keepalive.socket, &shared);
             }
         }
     }

@@ -126,7 +126,7 @@ fn wait_readable(queue: &Queue) -> io::Result<()> {
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         if rc >= 0 {
             if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the TUN device was removed"));
+                return Err(gone(io::Error::from(io::ErrorKind::BrokenPipe)));
             }
             return Ok(());
         }
@@ -227,7 +227,7 @@ impl Outbound {
                 Ok(count) => filled += count,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if tun::is_gone(&e) => return Err(e),
+                Err(e) if tun::is_gone(&e) => return Err(gone(e)),
                 // A super-packet the splitter refused: drop it, keep going.
                 Err(e) => {
                     shared.stats.drop(Drop::Malformed, 1);
@@ -257,11 +257,7 @@ impl Outbound {
                     if let Some(len) = packet::unreachable(packet, &mut self.reply[offset..]) {
                         self.reply[..offset].fill(0);
                         if let Err(e) = device.send(&self.reply[..offset + len]) {
-                            shared.stats.drop(Drop::TunWriteError, 1);
-                            warn_limited!(
-                                limits.tun_write_error,
-                                "writing an ICMP error to the TUN failed: {e}"
-                            );
+                            shared.stats.drop(Drop::TunWriteError, tun_write_failed(e, limits)?);
                         }
                     }
                 }
@@ -376,11 +372,7 @@ impl Inbound {
                     used = 0;
                 }
             } else if let Err(e) = device.send(datagram) {
-                if tun::is_gone(&e) {
-                    return Err(e);
-                }
-                write_failures += 1;
-                warn_limited!(limits.tun_write_error, "writing to the TUN failed: {e}");
+                write_failures += tun_write_failed(e, limits)?;
             }
         }
         write_failures += write_coalesced(device, &mut self.gro_table, &mut self.pending[..used], limits)?;
@@ -410,12 +402,23 @@ fn write_coalesced(
     }
     match device.send_multiple(gro_table, packets, VIRTIO_NET_HDR_LEN) {
         Ok(_) => Ok(0),
-        Err(e) if tun::is_gone(&e) => Err(e),
-        Err(e) => {
-            warn_limited!(limits.tun_write_error, "writing to the TUN failed: {e}");
-            Ok(1)
-        }
+        Err(e) => tun_write_failed(e, limits),
     }
+}
+
+/// A TUN write failed: the error itself if the device is gone (fatal), else one failure,
+/// logged at most once a second.
+fn tun_write_failed(e: io::Error, limits: &Limits) -> io::Result<u64> {
+    if tun::is_gone(&e) {
+        return Err(gone(e));
+    }
+    warn_limited!(limits.tun_write_error, "writing to the TUN failed: {e}");
+    Ok(1)
+}
+
+/// Says which device went away, rather than just "file descriptor in bad state".
+fn gone(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("the TUN device is gone ({e})"))
 }
 
 /// Tells the operator when a peer's replies start going to another port (it is behind a NAT

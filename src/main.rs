@@ -18,7 +18,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
 use udptun::cli::{self, Cli};
-use udptun::control::{self, Command, Control, Family, Source, Timing};
+use udptun::control::{self, Command, Control, Family, Keepalive, Source, Timing};
 use udptun::datapath::{self, Fatal, Options, Queue, Shared};
 use udptun::fetch::{Fetcher, Trust};
 use udptun::netlink::Netlink;
@@ -112,7 +112,10 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let gso = offload && udp::supports_gso(&sockets[0]);
     let gro = offload && sockets.iter().all(udp::enable_gro);
-    let keepalive_socket = sockets[0].try_clone()?;
+    let keepalive = match cli.keepalive {
+        Some(interval) => Some(Keepalive { interval, socket: sockets[0].try_clone()? }),
+        None => None,
+    };
 
     let device = tun::create(&cli.device, threads, offload, cli.mtu())
         .with_context(|| format!("creating TUN device {}", cli.device))?;
@@ -149,15 +152,11 @@ fn run(cli: &Cli) -> Result<()> {
     }
 
     let (commands, command_queue) = mpsc::channel();
-    let timing = Timing {
-        url_interval: cli.hosts_url_interval,
-        resolve_interval: cli.resolve_interval,
-        keepalive: cli.keepalive,
-    };
+    let timing = Timing { url_interval: cli.hosts_url_interval, resolve_interval: cli.resolve_interval };
     let control_shared = shared.clone();
     thread::Builder::new()
         .name("control".into())
-        .spawn(move || control.run(control_shared, timing, Some(keepalive_socket), command_queue))?;
+        .spawn(move || control.run(control_shared, timing, keepalive, command_queue))?;
 
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     thread::Builder::new().name("signals".into()).spawn(move || {

@@ -10,7 +10,7 @@ use std::time::Instant;
 pub enum Drop {
     /// No peer maps the destination (an ICMP unreachable went back).
     NoMapping,
-    /// A datagram that is not one whole IP packet.
+    /// A datagram that is not one whole IP packet (or a TUN super-packet the splitter refused).
     Malformed,
     /// The kernel refused to send a datagram.
     SendError,

@@ -138,7 +138,7 @@ impl Sender {
         }
     }
 
-    /// Sends every datagram in `payloads` to the matching address in `destinations`, blocking
+    /// Sends each payload to the address of the matching entry of `datagrams`, blocking
     /// while the socket buffer is full so that nothing is dropped for lack of room. Datagrams the
     /// kernel refuses are reported through `on_failure`; the rest of the batch still goes out.
     pub fn send(

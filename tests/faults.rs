@@ -54,7 +54,7 @@ fn a_deleted_device_is_a_clear_error_and_an_exit() {
     let (a, _, da, _) = lab.pair(&[]);
     lab.exec(&a, &["ip", "link", "del", "udptun"]);
     assert_eq!(lab.wait_exit(da, Duration::from_secs(3)), Some(1), "{}", lab.log(da));
-    assert!(lab.log(da).contains("ERROR"), "{}", lab.log(da));
+    assert!(lab.log(da).contains("the TUN device is gone"), "{}", lab.log(da));
 }
 
 #[test]
