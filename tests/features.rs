@@ -86,10 +86,7 @@ fn a_prefix_entry_routes_a_subnet_through_a_gateway() {
     let hosts = lab.file("hosts.json", GATEWAY_HOSTS);
     let a = lab.host("a", "10.100.0.1/24");
     let gw = lab.host("gw", "10.100.0.2/24");
-    let lan = lab.bare_host("lan");
-    lab.link(&gw, "lan0", "10.77.0.1/24", &lan, "eth0", "10.77.0.2/24");
-    lab.exec(&lan, &["ip", "route", "add", "default", "via", "10.77.0.1"]);
-    lab.exec(&gw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let lan = lab.host_behind(&gw, "lan", "10.77.0");
     lab.udptun(
         &a,
         &["--hosts-file", &hosts, "-d", "udptun", "--address", "192.168.100.1/24", "--route", "10.77.0.0/24"],
@@ -150,10 +147,7 @@ fn a_host_behind_nat_without_port_forwarding_is_reachable() {
     );
     let public = lab.host("pub", "10.100.0.1/24");
     let router = lab.host("nat", "10.100.0.254/24");
-    let inside = lab.bare_host("in");
-    lab.link(&router, "lan0", "10.88.0.1/24", &inside, "eth0", "10.88.0.2/24");
-    lab.exec(&inside, &["ip", "route", "add", "default", "via", "10.88.0.1"]);
-    lab.exec(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let inside = lab.host_behind(&router, "in", "10.88.0");
     let rules = lab.file(
         "nat.nft",
         "table ip nat {\n chain post {\n  type nat hook postrouting priority 100;\n  \

@@ -95,10 +95,7 @@ fn gateway_joins_a_subnet_behind_a_router() {
     // Host a and router gw are on the internet (the bridge); lan sits behind gw on 10.77.0.0/24.
     let a = lab.host("a", "10.100.0.1/24");
     let gw = lab.host("gw", "10.100.0.2/24");
-    let lan = lab.bare_host("lan");
-    lab.link(&gw, "lan0", "10.77.0.1/24", &lan, "eth0", "10.77.0.2/24");
-    lab.exec(&lan, &["ip", "route", "add", "default", "via", "10.77.0.1"]);
-    lab.exec(&gw, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let lan = lab.host_behind(&gw, "lan", "10.77.0");
 
     lab.udptun(&a, &["-A", "10.100.0.2", "-d", "udptun"]);
     lab.udptun(&gw, &["-A", "10.100.0.1", "-d", "udptun"]);

@@ -154,20 +154,22 @@ impl Lab {
         ns
     }
 
-    /// Adds a bare namespace (no link to the bridge) named after `host`.
-    pub fn bare_host(&mut self, host: &str) -> String {
+    /// Adds host `host` on a LAN behind `router`: `SUBNET.2/24` on its `eth0`, `SUBNET.1/24` on
+    /// the router's `lan0`, the router as its default route, forwarding on in the router.
+    pub fn host_behind(&mut self, router: &str, host: &str, subnet: &str) -> String {
         let ns = self.ns(host);
         self.add_namespace(&ns);
-        ns
-    }
-
-    /// Links two namespaces with a veth pair named `a_if` / `b_if`, addressed `a_cidr` / `b_cidr`.
-    pub fn link(&self, a: &str, a_if: &str, a_cidr: &str, b: &str, b_if: &str, b_cidr: &str) {
-        sh(&["ip", "link", "add", a_if, "netns", a, "type", "veth", "peer", "name", b_if, "netns", b]);
-        for (ns, dev, cidr) in [(a, a_if, a_cidr), (b, b_if, b_cidr)] {
-            self.exec(ns, &["ip", "addr", "add", cidr, "dev", dev]);
-            self.exec(ns, &["ip", "link", "set", dev, "up"]);
+        sh(&[
+            "ip", "link", "add", "lan0", "netns", router, "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ]);
+        for (side, dev, last) in [(router, "lan0", 1), (ns.as_str(), "eth0", 2)] {
+            self.exec(side, &["ip", "addr", "add", &format!("{subnet}.{last}/24"), "dev", dev]);
+            self.exec(side, &["ip", "link", "set", dev, "up"]);
         }
+        self.exec(&ns, &["ip", "route", "add", "default", "via", &format!("{subnet}.1")]);
+        self.exec(router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        ns
     }
 
     /// Runs a command in a namespace; panics if it fails; returns stdout.
