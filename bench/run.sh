@@ -8,6 +8,7 @@ runs=${1:-3}
 peers=${PEERS_SH:-../shared/bench/peers.sh}
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: needs root" >&2; exit 1; }
 [ -f "$peers" ] || { echo "bench/run.sh: $peers not found (set PEERS_SH)" >&2; exit 1; }
+scripts/deps.sh bench
 
 cargo build --release --locked
 work=$(mktemp -d /tmp/udptun-bench.XXXXXX)

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Builds udptun and shows it working: two network namespaces joined by a veth pair (the
 # "internet", 10.233.0.0/24), a udptun in each, and a ping across the tunnel (192.168.233.0/24).
-# Everything it creates is removed on exit, also on error or Ctrl-C. Needs root.
+# Everything it creates is removed on exit, also on error or Ctrl-C. Needs root; installs ip and
+# ping if they are missing (scripts/deps.sh demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ "$(id -u)" = 0 ] || { echo "demo.sh: needs root (network namespaces and /dev/net/tun)" >&2; exit 1; }
-for tool in ip ping; do
-    command -v "$tool" >/dev/null || { echo "demo.sh: needs '$tool' (apt-get install iproute2 iputils-ping)" >&2; exit 1; }
-done
+scripts/deps.sh demo
 
 cargo build --release --locked
 bin=$PWD/target/release/udptun

@@ -3,7 +3,8 @@
 # flood of 64-byte UDP packets plus a ping every 100 ms through the tunnel, while both ends
 # refetch their hosts URL every second. Reports throughput over time, ping loss, RSS after
 # warm-up and at the end, and the drop counters; `--write` puts the report into RELIABILITY.md.
-# Needs root, iperf3, ping, python3. Everything it creates is removed on exit.
+# Needs root; installs iperf3, ping and python3 if missing (scripts/deps.sh bench). Everything it
+# creates is removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${SOAK_SECS:-600}
@@ -11,6 +12,7 @@ warmup=${SOAK_WARMUP:-30}
 udp_rate=${SOAK_UDP_RATE:-20M}
 write=${1:-}
 [ "$(id -u)" = 0 ] || { echo "soak.sh: needs root" >&2; exit 1; }
+scripts/deps.sh bench
 
 cargo build --release --locked
 work=$(mktemp -d /tmp/udptun-soak.XXXXXX)

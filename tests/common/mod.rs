@@ -6,10 +6,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,20 +18,67 @@ pub const UDPTUN: &str = env!("CARGO_BIN_EXE_udptun");
 
 static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether this machine can run namespace tests. Outside CI a missing capability skips the
-/// test with a message; in CI (CI=true) it fails, so that CI never passes without running them.
+/// The commands the namespace tests run, with their packages: `scripts/tools.list`, the list
+/// `scripts/deps.sh test` installs from.
+const TOOLS_LIST: &str = include_str!("../../scripts/tools.list");
+
+/// Set to run the other tests on a machine without root or `/dev/net/tun`: the namespace tests
+/// then skip, each with a line saying so. Ignored under CI=true, which must run them.
+const SKIP_VARIABLE: &str = "UDPTUN_SKIP_NAMESPACE_TESTS";
+
+/// What this machine lacks for the namespace tests (root, `/dev/net/tun`, the commands in
+/// `scripts/tools.list`), checked once per test binary; `None` when it has everything.
+fn missing_for_namespace_tests() -> Option<&'static str> {
+    static MISSING: OnceLock<Option<String>> = OnceLock::new();
+    MISSING
+        .get_or_init(|| {
+            let mut missing = Vec::new();
+            if unsafe { libc::geteuid() } != 0 {
+                missing.push("root".to_string());
+            }
+            if !Path::new("/dev/net/tun").exists() {
+                missing.push("/dev/net/tun".to_string());
+            }
+            for line in TOOLS_LIST.lines().filter(|l| !l.starts_with('#')) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                if let [tool, package, needed_by @ ..] = &fields[..]
+                    && needed_by.contains(&"test")
+                    && !on_path(tool)
+                {
+                    missing.push(format!("the command `{tool}` (Debian package {package})"));
+                }
+            }
+            (!missing.is_empty()).then(|| {
+                format!(
+                    "the namespace tests need {}. `scripts/test.sh` installs the packages; \
+                     {SKIP_VARIABLE}=1 skips these tests instead",
+                    missing.join(", ")
+                )
+            })
+        })
+        .as_deref()
+}
+
+/// Whether `tool` is an executable file in a directory of `$PATH`.
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Whether this test can run. When the machine lacks something, the test fails with one message
+/// naming what is missing, unless the user opted out with UDPTUN_SKIP_NAMESPACE_TESTS=1 (never
+/// under CI=true): a skipped namespace test must not look like a passed one by accident.
 pub fn can_run(test: &str) -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
-    let tun = Path::new("/dev/net/tun").exists();
-    if root && tun {
-        return true;
+    let Some(missing) = missing_for_namespace_tests() else { return true };
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if !ci && std::env::var_os(SKIP_VARIABLE).is_some_and(|v| !v.is_empty()) {
+        eprintln!("SKIPPED {test}: {SKIP_VARIABLE} is set");
+        return false;
     }
-    let why = format!("{test}: needs root and /dev/net/tun (root: {root}, /dev/net/tun: {tun})");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}; CI must run the namespace tests");
-    }
-    eprintln!("SKIPPED {why}");
-    false
+    panic!("{test}: {missing}");
 }
 
 /// Runs a command, panicking with its output if it fails.
@@ -65,7 +113,8 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// A new empty lab; `None` (test skipped) when the machine cannot run it.
+    /// A new empty lab; `None` (test skipped) when the user opted out of namespace tests on a
+    /// machine that cannot run them.
     pub fn new(test: &str) -> Option<Lab> {
         if !can_run(test) {
             return None;
