@@ -86,6 +86,10 @@ mod tests {
         // 46 segments of 1472 bytes (a 64 KiB TSO packet) exceed one send's 65,507 bytes.
         let large = vec![(peer(1), 1472); 46];
         assert_eq!(cut(&large, 65_535), vec![(0, 44, 1472), (44, 2, 1472)]);
+        // Exactly 65,507 bytes still fit: 63 of 1,024 and a last one of 995.
+        let mut exact = vec![(peer(1), 1024); 63];
+        exact.push((peer(1), 995));
+        assert_eq!(cut(&exact, 65_535), vec![(0, 64, 1024)]);
     }
 
     #[test]

@@ -197,6 +197,21 @@ mod tests {
             "{ nodes : {\n  \"10.0.0.1\" : { host : \"a\" },\n  \"10.0.0.2\" : { host : \"b\" ] } }",
         );
         assert_eq!(err.position.map(|p| p.0), Some(3), "{err}");
+        // Entries must be separated by commas, as in JSON.
+        let err =
+            error_of("{ nodes : {\n  \"10.0.0.1\" : { host : \"a\" }\n  \"10.0.0.2\" : { host : \"b\" } } }");
+        assert!(err.message.contains("Expected comma"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_column_in_characters() {
+        // The key starts in column 3 of line 2, after two spaces; columns count characters.
+        let err = error_of("{ nodes: { /* é */\n  \"not-an-ip\": { host: \"a\" } } }");
+        assert_eq!(err.position, Some((2, 3)), "{err}");
+        let err = error_of("{ nodes: {\n  /* é */ \"not-an-ip\": { host: \"a\" } } }");
+        assert_eq!(err.position, Some((2, 11)), "{err}");
+        let err = error_of("{ nodes: {\n\"10.0.0.1\": { host: \"a\" },\n    \"x\": { host: \"b\" } } }");
+        assert_eq!(err.position, Some((3, 5)), "{err}");
     }
 
     #[test]

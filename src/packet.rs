@@ -48,9 +48,7 @@ impl Malformed {
 pub fn check(datagram: &[u8]) -> Result<u8, Malformed> {
     match datagram.first().map(|b| b >> 4) {
         Some(4) => {
-            if datagram.len() < IPV4_HEADER_LEN {
-                return Err(Malformed::BadHeaderLength);
-            }
+            // Also rejects datagrams shorter than 20 bytes: no header length fits them.
             let header_len = usize::from(datagram[0] & 0x0f) * 4;
             if header_len < IPV4_HEADER_LEN || header_len > datagram.len() {
                 return Err(Malformed::BadHeaderLength);
@@ -202,9 +200,7 @@ fn unreachable_v6(original: &[u8], out: &mut [u8]) -> Option<usize> {
     if src.is_unspecified() || src.is_multicast() || dst.is_unspecified() || dst.is_multicast() {
         return None;
     }
-    if original.len() < IPV6_HEADER_LEN {
-        return None;
-    }
+    // `destination` read the last bytes of the fixed header: all 40 are there.
     if original[6] == PROTO_ICMPV6 {
         // ICMPv6 types below 128 are errors (RFC 4443 §2.1).
         if *original.get(IPV6_HEADER_LEN)? < 128 {
@@ -334,6 +330,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn check_takes_a_bare_header_and_the_largest_header_length() {
+        let bare = echo_request_v4([10, 0, 0, 1], [10, 0, 0, 2]);
+        let mut header_only = bare[..20].to_vec();
+        header_only[2..4].copy_from_slice(&20u16.to_be_bytes());
+        header_only[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum(&header_only);
+        header_only[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(check(&header_only), Ok(4), "a 20-byte packet is all header, and valid");
+        for short in 1..20 {
+            assert_eq!(check(&header_only[..short]), Err(Malformed::BadHeaderLength), "{short} bytes");
+        }
+    }
+
+    #[test]
+    fn malformations_have_distinct_labels() {
+        let all = [
+            Malformed::BadVersion,
+            Malformed::BadHeaderLength,
+            Malformed::LengthMismatch,
+            Malformed::BadChecksum,
+        ];
+        let labels: std::collections::HashSet<&str> = all.iter().map(|m| m.as_str()).collect();
+        assert_eq!(labels.len(), all.len(), "{labels:?}");
+        assert!(labels.iter().all(|l| l.len() > 5), "{labels:?}");
+        assert_eq!(Malformed::BadChecksum.as_str(), "bad IPv4 header checksum");
+    }
+
+    #[test]
     fn addresses_are_read_from_both_versions() {
         let v4 = echo_request_v4([10, 0, 0, 1], [10, 0, 0, 2]);
         assert_eq!(source(&v4), Some("10.0.0.1".parse().unwrap()));
@@ -383,6 +407,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn unreachable_v4_needs_a_whole_header_and_may_quote_a_bare_one() {
+        let mut out = [0u8; 1500];
+        let original = echo_request_v4([10, 0, 0, 1], [10, 0, 0, 9]);
+        let mut short_ihl = original.clone();
+        short_ihl[0] = 0x44; // a 16-byte header
+        assert_eq!(unreachable(&short_ihl, &mut out), None);
+        let mut long_ihl = original.clone();
+        long_ihl[0] = 0x4f; // a 60-byte header in a 32-byte packet
+        assert_eq!(unreachable(&long_ihl, &mut out), None);
+        let mut udp_header_only = original[..20].to_vec();
+        udp_header_only[9] = 17;
+        assert_eq!(unreachable(&udp_header_only, &mut out), Some(20 + 8 + 20), "20 bytes: quoted whole");
+    }
+
+    #[test]
     fn unreachable_v6_has_a_valid_pseudo_header_checksum() {
         let (a, b): (Ipv6Addr, Ipv6Addr) = ("fd00::1".parse().unwrap(), "fd00::9".parse().unwrap());
         let original = udp_v6(a, b, &[0x55; 2000]);
@@ -414,5 +453,29 @@ pub(crate) mod tests {
         error[6] = PROTO_ICMPV6;
         error[40] = 1;
         assert_eq!(unreachable(&error, &mut out), None);
+        // Each of the four addresses alone forbids an error.
+        let b: Ipv6Addr = "fd00::9".parse().unwrap();
+        for (src, dst) in [
+            (Ipv6Addr::UNSPECIFIED, b),
+            ("ff02::1".parse().unwrap(), b),
+            (a, Ipv6Addr::UNSPECIFIED),
+            (a, "ff02::1".parse().unwrap()),
+        ] {
+            assert_eq!(unreachable(&udp_v6(src, dst, b"x"), &mut out), None, "{src} -> {dst}");
+        }
+    }
+
+    #[test]
+    fn unreachable_v6_answers_queries_and_bare_headers() {
+        let mut out = [0u8; 1500];
+        let (a, b): (Ipv6Addr, Ipv6Addr) = ("fd00::1".parse().unwrap(), "fd00::9".parse().unwrap());
+        let mut echo_request = udp_v6(a, b, b"x");
+        echo_request[6] = PROTO_ICMPV6;
+        echo_request[40] = 128; // the first informational type
+        assert_eq!(unreachable(&echo_request, &mut out), Some(40 + 8 + echo_request.len()));
+        let mut no_next_header = udp_v6(a, b, b"")[..40].to_vec();
+        no_next_header[4..6].copy_from_slice(&[0, 0]);
+        no_next_header[6] = 59;
+        assert_eq!(unreachable(&no_next_header, &mut out), Some(40 + 8 + 40));
     }
 }
