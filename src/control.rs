@@ -442,9 +442,22 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_ten_percent() {
-        for _ in 0..1000 {
-            let d = jittered(Duration::from_secs(100));
-            assert!(d >= Duration::from_secs(90) && d <= Duration::from_secs(110), "{d:?}");
+        let interval = Duration::from_secs(100);
+        let samples: Vec<f64> = (0..2000).map(|_| jittered(interval).as_secs_f64()).collect();
+        for &s in &samples {
+            assert!((90.0..=110.0).contains(&s), "{s} s is outside 100 s ± 10 %");
         }
+        // It really varies: the samples spread over most of ±10 %, on both sides of the interval,
+        // and are not a handful of values repeated. For 2,000 uniform samples the chance that
+        // none falls in the outer 2 % on one side is 0.9^2000.
+        let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        assert!(min < 92.0 && max > 108.0, "spread only {min}..{max} s");
+        let below = samples.iter().filter(|&&s| s < 100.0).count();
+        assert!((600..=1400).contains(&below), "{below} of 2000 below the interval");
+        let mut distinct = samples.clone();
+        distinct.sort_by(f64::total_cmp);
+        distinct.dedup();
+        assert!(distinct.len() > 1900, "only {} distinct values", distinct.len());
     }
 }

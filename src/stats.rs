@@ -132,6 +132,7 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn drops_are_counted_by_reason() {
@@ -151,6 +152,22 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(limit.allow(), None);
         }
+
+        // Once the interval has passed, the next line through reports how many were held back,
+        // and the count starts again from zero.
+        let interval = Duration::from_millis(500);
+        let limit = RateLimit::new(interval.as_millis() as u64);
+        assert_eq!(limit.allow(), Some(0));
+        for _ in 0..7 {
+            assert_eq!(limit.allow(), None);
+        }
+        std::thread::sleep(interval + Duration::from_millis(50));
+        assert_eq!(limit.allow(), Some(7));
+        assert_eq!(limit.allow(), None);
+        assert_eq!(limit.allow(), None);
+        std::thread::sleep(interval + Duration::from_millis(50));
+        assert_eq!(limit.allow(), Some(2));
+
         let immediate = RateLimit::new(0);
         assert_eq!(immediate.allow(), Some(0));
         assert_eq!(immediate.allow(), Some(0));

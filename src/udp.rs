@@ -10,6 +10,7 @@
 use std::io::{self, IoSlice};
 use std::mem::{self, MaybeUninit};
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -120,6 +121,8 @@ pub struct SendFailure {
 pub struct Sender {
     /// Largest segment size still coalesced with GSO; 0 when GSO is off.
     gso_limit: usize,
+    /// Messages that went out carrying more than one datagram (GSO), since the start.
+    segmented_messages: u64,
     runs: Vec<Run>,
     addresses: Vec<SockAddr>,
     controls: Vec<[u8; CMSG_BUFFER]>,
@@ -131,6 +134,7 @@ impl Sender {
     pub fn new(gso: bool) -> Self {
         Self {
             gso_limit: if gso { usize::MAX } else { 0 },
+            segmented_messages: 0,
             runs: Vec::new(),
             addresses: Vec::new(),
             controls: Vec::new(),
@@ -152,7 +156,11 @@ impl Sender {
         let mut next = 0;
         while next < self.runs.len() {
             match self.send_runs(socket, datagrams, payloads, next) {
-                Ok(sent) => next += sent,
+                Ok(sent) => {
+                    let runs = self.runs[next..].iter().take(sent);
+                    self.segmented_messages += runs.filter(|r| r.count > 1).count() as u64;
+                    next += sent;
+                }
                 Err(error) => {
                     let run = self.runs[next];
                     next += 1;
@@ -160,6 +168,12 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// How many messages the kernel accepted that carried several datagrams (`UDP_SEGMENT`);
+    /// datagrams sent one by one after a GSO failure do not count.
+    pub fn segmented_messages(&self) -> u64 {
+        self.segmented_messages
     }
 
     /// One `sendmmsg` for the runs from `first` on; returns how many went out.
@@ -215,14 +229,20 @@ impl Sender {
         on_failure: &mut dyn FnMut(SendFailure),
     ) {
         if run.count > 1 {
-            match error.raw_os_error() {
-                // The device cannot checksum-offload: no GSO at all (wireguard-go does the same).
-                Some(libc::EIO) => self.gso_limit = 0,
-                // The segment does not fit the path MTU: stop coalescing datagrams this large.
-                Some(libc::EINVAL | libc::EMSGSIZE) => {
-                    self.gso_limit = self.gso_limit.min(run.segment_size - 1)
+            if let Some(limit) =
+                gso_limit_after_refusal(error.raw_os_error(), run.segment_size, self.gso_limit)
+            {
+                self.gso_limit = limit;
+                if limit == 0 {
+                    tracing::info!(
+                        "UDP GSO turned off: the outgoing device cannot offload checksums ({error})"
+                    );
+                } else {
+                    tracing::info!(
+                        "UDP GSO: datagrams of {} bytes or more are sent one by one from now on ({error})",
+                        run.segment_size
+                    );
                 }
-                _ => {}
             }
             let end = run.start + run.count;
             for index in run.start..end {
@@ -233,6 +253,18 @@ impl Sender {
         } else {
             on_failure(SendFailure { index: run.start, error });
         }
+    }
+}
+
+/// What a GSO send of `segment_size`-byte datagrams that the kernel refused with `errno` teaches:
+/// the new largest segment size to coalesce, or `None` when the failure is the datagrams' own.
+/// EIO: the device cannot offload checksums, so no GSO at all (wireguard-go does the same);
+/// EINVAL or EMSGSIZE: the segment does not fit the path MTU, so stop coalescing this size.
+fn gso_limit_after_refusal(errno: Option<i32>, segment_size: usize, limit: usize) -> Option<usize> {
+    match errno {
+        Some(libc::EIO) if limit > 0 => Some(0),
+        Some(libc::EINVAL | libc::EMSGSIZE) if limit >= segment_size => Some(segment_size - 1),
+        _ => None,
     }
 }
 
@@ -349,7 +381,7 @@ impl Receiver {
             let storage = unsafe { self.addresses[i].assume_init_ref() };
             // A datagram from a non-IP family cannot reach a UDP socket; skip it defensively.
             let Some(source) = socket_addr(storage) else { continue };
-            let stride = gro_segment_size(&header.msg_hdr).unwrap_or(len).max(1);
+            let stride = gro_segment_size(&header.msg_hdr).unwrap_or(len);
             self.received.push(Received { buffer: i, source, len, stride });
         }
         Ok(count)
@@ -359,11 +391,21 @@ impl Receiver {
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
         self.received.iter().flat_map(move |r| {
             let bytes = &self.buffers[r.buffer][..r.len];
-            // `chunks` yields nothing for an empty buffer, but an empty datagram is one too.
-            let empty = bytes.is_empty().then_some(bytes);
-            bytes.chunks(r.stride).chain(empty).map(move |d| (r.source, d))
+            split_gro(r.len, r.stride).map(move |range| (r.source, &bytes[range]))
         })
     }
+}
+
+/// Where the datagrams lie in a receive of `len` bytes that GRO merged from datagrams of
+/// `stride` bytes: consecutive ranges of `stride` bytes, the last possibly shorter, covering
+/// `0..len`. An empty receive is one empty datagram (a keepalive); a stride of 0 counts as 1.
+pub fn split_gro(len: usize, stride: usize) -> impl Iterator<Item = Range<usize>> {
+    let stride = stride.max(1);
+    let count = if len == 0 { 1 } else { len.div_ceil(stride) };
+    (0..count).map(move |i| {
+        let start = i * stride;
+        start..start + (len - start).min(stride)
+    })
 }
 
 /// Decodes an IPv4 or IPv6 socket address, canonical (v4-mapped addresses as IPv4).
@@ -408,6 +450,21 @@ fn gro_segment_size(header: &libc::msghdr) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_gso_send_lowers_the_limit_once_by_its_cause() {
+        let unlimited = usize::MAX;
+        assert_eq!(gso_limit_after_refusal(Some(libc::EIO), 1472, unlimited), Some(0));
+        assert_eq!(gso_limit_after_refusal(Some(libc::EIO), 1472, 0), None, "already off");
+        for errno in [libc::EINVAL, libc::EMSGSIZE] {
+            assert_eq!(gso_limit_after_refusal(Some(errno), 1472, unlimited), Some(1471));
+            assert_eq!(gso_limit_after_refusal(Some(errno), 1472, 1472), Some(1471));
+            assert_eq!(gso_limit_after_refusal(Some(errno), 1472, 1471), None, "already below");
+        }
+        for other in [Some(libc::ENETUNREACH), Some(libc::EPERM), None] {
+            assert_eq!(gso_limit_after_refusal(other, 1472, unlimited), None);
+        }
+    }
     use std::time::Duration;
 
     fn loopback_pair() -> (Socket, Socket, SocketAddr) {
@@ -418,8 +475,19 @@ mod tests {
         (sender, receiver, addr)
     }
 
-    /// Sends `sizes` as one batch, receives until all arrived, returns what arrived.
-    fn round_trip(gso: bool, gro: bool, sizes: &[usize]) -> Vec<Vec<u8>> {
+    /// What a round trip observed besides the payloads.
+    struct Offloads {
+        /// Messages the sender handed to the kernel with several datagrams each (GSO).
+        segmented_messages: u64,
+        /// Receive buffers that held more than one datagram (GRO), and the strides they had.
+        coalesced_strides: Vec<usize>,
+        /// Receive buffers filled in all.
+        buffers: usize,
+    }
+
+    /// Sends `sizes` as one batch, receives until all arrived, checks that they arrived whole
+    /// and in order, and returns what the offloads did.
+    fn round_trip(gso: bool, gro: bool, sizes: &[usize]) -> Offloads {
         let (tx, rx, addr) = loopback_pair();
         if gro {
             assert!(enable_gro(&rx));
@@ -431,30 +499,75 @@ mod tests {
         sender.send(&tx, &datagrams, &slices, &mut |f| panic!("send failed: {f:?}"));
         let mut receiver = Receiver::new(8, GRO_BUFFER_BYTES);
         let mut got = Vec::new();
+        let mut offloads = Offloads {
+            segmented_messages: sender.segmented_messages(),
+            coalesced_strides: Vec::new(),
+            buffers: 0,
+        };
         while got.len() < sizes.len() {
             if receiver.recv(&rx).unwrap() == 0 {
                 std::thread::sleep(Duration::from_millis(1));
             }
+            offloads.buffers += receiver.received.len();
+            offloads
+                .coalesced_strides
+                .extend(receiver.received.iter().filter(|r| r.len > r.stride).map(|r| r.stride));
             got.extend(receiver.datagrams().map(|(source, d)| {
                 assert_eq!(source, tx.local_addr().unwrap().as_socket().unwrap());
                 d.to_vec()
             }));
         }
         assert_eq!(got, payloads);
-        got
+        offloads
     }
 
     #[test]
     fn datagrams_arrive_whole_and_in_order_with_and_without_offloads() {
         let sizes = [1400, 1400, 1400, 700, 64, 64, 1500, 1];
         for (gso, gro) in [(false, false), (true, false), (false, true), (true, true)] {
-            round_trip(gso, gro, &sizes);
+            let offloads = round_trip(gso, gro, &sizes);
+            // With GSO three messages: 3 × 1400 + 700, 2 × 64, 1500 + 1 (a shorter last
+            // datagram ends a run).
+            assert_eq!(offloads.segmented_messages, if gso { 3 } else { 0 }, "gso {gso} gro {gro}");
+            if !gro {
+                assert!(offloads.coalesced_strides.is_empty(), "gso {gso}: merged without GRO");
+                assert_eq!(offloads.buffers, sizes.len(), "gso {gso}");
+            } else if gso {
+                assert_eq!(offloads.coalesced_strides, vec![1400, 64, 1500]);
+                assert_eq!(offloads.buffers, 3);
+            }
         }
     }
 
     #[test]
+    fn gso_sends_one_message_and_gro_receives_one_coalesced_buffer() {
+        let offloads = round_trip(true, true, &[1000; 10]);
+        assert_eq!(offloads.segmented_messages, 1);
+        // Loopback hands the GSO message to a GRO socket whole: the ten datagrams arrive in one
+        // buffer with a segment size of 1000 attached.
+        assert_eq!(offloads.coalesced_strides, vec![1000]);
+        assert_eq!(offloads.buffers, 1);
+    }
+
+    #[test]
     fn a_full_gso_send_of_small_datagrams_is_split_correctly() {
-        round_trip(true, true, &[64; 200]);
+        let offloads = round_trip(true, true, &[64; 200]);
+        // At most 64 segments per message: 64 + 64 + 64 + 8.
+        assert_eq!(offloads.segmented_messages, 4);
+        assert_eq!(offloads.coalesced_strides, vec![64; 4]);
+        assert_eq!(offloads.buffers, 4);
+    }
+
+    #[test]
+    fn gro_split_covers_the_buffer_in_strides() {
+        let ranges = |len, stride| split_gro(len, stride).collect::<Vec<_>>();
+        assert_eq!(ranges(0, 0), vec![0..0]);
+        assert_eq!(ranges(0, 1400), vec![0..0]);
+        assert_eq!(ranges(5, 0), vec![0..1, 1..2, 2..3, 3..4, 4..5]);
+        assert_eq!(ranges(1400, 1400), vec![0..1400]);
+        assert_eq!(ranges(3000, 1400), vec![0..1400, 1400..2800, 2800..3000]);
+        assert_eq!(ranges(2800, 1400), vec![0..1400, 1400..2800]);
+        assert_eq!(ranges(10, usize::MAX), vec![0..10]);
     }
 
     #[test]
@@ -469,7 +582,6 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
             got.extend(receiver.datagrams().map(|(_, d)| d.to_vec()));
-            eprintln!("DEBUG {:?} {:?}", got, receiver.received);
         }
         assert_eq!(got, vec![vec![], b"x".to_vec()]);
     }
