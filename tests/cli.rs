@@ -1,12 +1,53 @@
 //! Start-up errors: a bad configuration is a clear message and a non-zero exit, before any
 //! device or socket exists (so these need no privileges).
+//!
+//! Every run has a deadline: a bad configuration that were accepted would start the daemon (as
+//! root, in the host's namespace), and the test must then fail, not hang.
 
-use std::process::{Command, Output};
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 const UDPTUN: &str = env!("CARGO_BIN_EXE_udptun");
+/// Far longer than any of these runs takes (resolving a `.invalid` name included).
+const DEADLINE: Duration = Duration::from_secs(10);
 
+/// Runs udptun with `args`; fails the test if it is still running after [`DEADLINE`] (and
+/// kills it).
 fn run(args: &[&str]) -> Output {
-    Command::new(UDPTUN).args(args).env_remove("RUST_LOG").output().unwrap()
+    let mut child = Command::new(UDPTUN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes while waiting, so that a chatty child cannot block on a full pipe.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).unwrap();
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            panic!("udptun {args:?} still running after {DEADLINE:?} (killed); stderr:\n{stderr}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
 }
 
 fn stderr(output: &Output) -> String {
@@ -76,7 +117,8 @@ fn an_unreachable_hosts_url_at_start_is_an_error() {
     let out = run(&["--hosts-url", "http://127.0.0.1:9/hosts.json", "-d", "never"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("http://127.0.0.1:9/hosts.json"), "{}", stderr(&out));
-    let out = run(&["--hosts-url", "ftp://example.org/hosts.json"]);
+    let out = run(&["--hosts-url", "ftp://example.org/hosts.json", "-d", "never"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("only http and https"), "{}", stderr(&out));
 }
 

@@ -10,13 +10,22 @@ use common::{Lab, transfer, wait_until};
 #[test]
 fn traffic_resumes_within_a_second_of_the_peer_coming_back() {
     let Some(mut lab) = Lab::new("traffic_resumes_when_the_peer_comes_back") else { return };
+    let _timed = common::measures_time();
     let (a, b, _, db) = lab.pair(&[]);
     lab.signal(db, libc::SIGKILL);
-    lab.wait_exit(db, Duration::from_secs(5));
+    let dead = wait_until(Duration::from_secs(10), || {
+        !lab.output(&b, &["ip", "link", "show", "udptun"]).status.success()
+    });
+    assert!(dead, "the killed peer's device is still there");
     assert!(!lab.ping(&a, "192.168.100.2"));
 
-    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
-    lab.wait_device(&b, "udptun");
+    let restarted = lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    // Measured from the moment the restarted peer says it is listening (device set up).
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.log(restarted).contains("listening on")),
+        "{}",
+        lab.log(restarted)
+    );
     let back = Instant::now();
     let resumed = wait_until(Duration::from_secs(1), || {
         lab.output(&a, &["ping", "-c", "1", "-W", "0.2", "192.168.100.2"]).status.success()
@@ -27,6 +36,7 @@ fn traffic_resumes_within_a_second_of_the_peer_coming_back() {
 #[test]
 fn a_hundred_megabytes_cross_an_underlay_that_drops_five_percent() {
     let Some(mut lab) = Lab::new("a_hundred_megabytes_cross_a_lossy_underlay") else { return };
+    let _load = common::loads_the_machine();
     let (a, b, _, db) = lab.pair(&[]);
     let rules = lab.file(
         "loss.nft",
@@ -71,18 +81,28 @@ fn a_vanished_local_address_is_a_clear_error_and_an_exit() {
 #[test]
 fn sigterm_under_load_exits_within_a_second_and_removes_the_device() {
     let Some(mut lab) = Lab::new("sigterm_under_load_exits_within_a_second") else { return };
+    let _timed = common::measures_time();
     let (a, b, da, _) = lab.pair(&[]);
     let (a2, b2) = (a.clone(), b.clone());
     // Load that outlives the daemon: the transfer fails when the tunnel goes, so ignore it.
     let load = std::thread::spawn(move || {
         let _ = std::panic::catch_unwind(|| transfer(&b2, &a2, "192.168.100.2:5001", 50_000_000_000));
     });
-    std::thread::sleep(Duration::from_millis(700));
+    // Under load means bytes are crossing the device right now.
+    let sent = || lab.device_counter(&a, "udptun", "tx_bytes");
+    assert!(wait_until(Duration::from_secs(20), || sent() > 20_000_000), "the transfer did not start");
+    let before = sent();
+    assert!(wait_until(Duration::from_secs(5), || sent() > before + 1_000_000), "the transfer stalled");
+
     let start = Instant::now();
     lab.signal(da, libc::SIGTERM);
-    let code = lab.wait_exit(da, Duration::from_secs(1));
-    assert_eq!(code, Some(0), "did not exit cleanly within 1 s ({:?})", start.elapsed());
-    let gone = !lab.output(&a, &["ip", "link", "show", "udptun"]).status.success();
+    let code = lab.wait_exit(da, Duration::from_secs(5));
+    let took = start.elapsed();
+    assert_eq!(code, Some(0), "no clean exit ({took:?}):\n{}", lab.log(da));
+    assert!(took < Duration::from_secs(1), "exit took {took:?}");
+    let gone = wait_until(Duration::from_secs(5), || {
+        !lab.output(&a, &["ip", "link", "show", "udptun"]).status.success()
+    });
     assert!(gone, "the device outlived the process");
     // The transfer's threads end with errors once the namespaces are gone; nobody waits for them.
     drop(load);

@@ -7,14 +7,7 @@ mod common;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use common::{Lab, in_netns, wait_until};
-
-/// The value of a metric line (`name{labels} value`) in a Prometheus text page.
-fn metric(page: &str, series: &str) -> u64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.trim().parse::<f64>().ok()))
-        .unwrap_or_else(|| panic!("no {series} in:\n{page}")) as u64
-}
+use common::{Lab, in_netns, metric, wait_until};
 
 #[test]
 fn one_command_sets_up_addresses_mtu_and_routes() {
@@ -192,20 +185,15 @@ fn spoofed_datagrams_are_dropped_and_counted_and_metrics_move() {
     );
     lab.wait_device(&b, "udptun");
     lab.assert_ping(&a, "192.168.100.2");
-    assert!(wait_until(Duration::from_secs(5), || common::can_connect(&b, "127.0.0.1:9101")));
+    lab.wait_metrics(&b, "127.0.0.1:9101");
     let before = lab.http_get(&b, "127.0.0.1:9101", "/metrics");
     assert!(before.starts_with("HTTP/1.1 200"), "{before}");
 
     // A well-formed packet "from 192.168.100.1", but sent by another host.
     in_netns(&attacker, || {
         let socket = UdpSocket::bind("10.100.0.66:7777").unwrap();
-        let mut packet = vec![0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0, 192, 168, 100, 1, 192, 168, 100, 2];
-        packet.extend_from_slice(&[8, 0, 0xf7, 0xfe, 0, 1, 0, 0]);
-        let sum = !packet[..20].chunks(2).fold(0u32, |s, w| {
-            let s = s + u32::from(u16::from_be_bytes([w[0], w[1]]));
-            (s & 0xffff) + (s >> 16)
-        }) as u16;
-        packet[10..12].copy_from_slice(&sum.to_be_bytes());
+        let packet =
+            common::ipv4_packet([192, 168, 100, 1], [192, 168, 100, 2], 1, &[8, 0, 0xf7, 0xfe, 0, 1, 0, 0]);
         for _ in 0..5 {
             socket.send_to(&packet, "10.100.0.2:7777").unwrap();
         }
@@ -256,12 +244,68 @@ fn the_hosts_file_reloads_on_change_and_on_sighup_and_a_bad_file_keeps_the_old_t
     assert!(lab.log(daemons[0]).contains("line 3"), "{}", lab.log(daemons[0]));
     lab.assert_ping(&namespaces[0], "192.168.100.3");
 
-    // SIGHUP rereads at once.
-    std::fs::write(&hosts, common::hosts_doc(&[1, 2])).unwrap();
-    lab.signal(daemons[0], libc::SIGHUP);
-    assert!(wait_until(Duration::from_secs(5), || lab.log(daemons[0]).contains("SIGHUP: reloading")));
+    // Replaced by rename, as editors and config managers do: a new inode.
+    let staged = lab.file("hosts.json.new", &common::hosts_doc(&[1, 2]));
+    std::fs::rename(&staged, &hosts).unwrap();
     assert!(wait_until(Duration::from_secs(5), || !lab.ping(&namespaces[0], "192.168.100.3")));
     lab.assert_ping(&namespaces[0], "192.168.100.2");
+
+    // An edit the watcher cannot see (same length, same inode, the old modification time put
+    // back): only SIGHUP applies it.
+    let modified = std::fs::metadata(&hosts).unwrap().modified().unwrap();
+    let swapped = common::hosts_doc(&[1, 3]);
+    assert_eq!(swapped.len(), common::hosts_doc(&[1, 2]).len());
+    let mut file = std::fs::OpenOptions::new().write(true).open(&hosts).unwrap();
+    std::io::Write::write_all(&mut file, swapped.as_bytes()).unwrap();
+    file.set_modified(modified).unwrap();
+    drop(file);
+    std::thread::sleep(Duration::from_millis(2500)); // two rounds of the watcher
+    assert!(!lab.ping(&namespaces[0], "192.168.100.3"), "the watcher saw an edit it cannot see");
+    lab.signal(daemons[0], libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || lab.log(daemons[0]).contains("SIGHUP: reloading")));
+    lab.assert_ping(&namespaces[0], "192.168.100.3");
+    assert!(!lab.ping(&namespaces[0], "192.168.100.2"), "192.168.100.2 left the table");
+}
+
+#[test]
+fn sighup_refetches_the_hosts_url_at_once() {
+    let Some(mut lab) = Lab::new("sighup_refetches_the_hosts_url_at_once") else { return };
+    let web = lab.host("web", "10.100.0.80/24");
+    let server = common::HttpServer::start(common::listen_in(&web, "10.100.0.80:8080"), None);
+    server.set("/hosts.json", common::Reply::ok(&common::hosts_doc(&[1, 3])));
+    let (h1, h3) = (lab.host("h1", "10.100.0.1/24"), lab.host("h3", "10.100.0.3/24"));
+    let url = "http://10.100.0.80:8080/hosts.json";
+    let d1 = lab.udptun(
+        &h1,
+        &[
+            "--hosts-url",
+            url,
+            "--hosts-url-interval",
+            "3600",
+            "-d",
+            "udptun",
+            "--address",
+            "192.168.100.1/24",
+        ],
+    );
+    lab.udptun(&h3, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.3/24"]);
+    lab.wait_device(&h1, "udptun");
+    lab.wait_device(&h3, "udptun");
+    assert_eq!(server.hits("/hosts.json"), 1);
+    // Not in the document yet; the next fetch is an hour away.
+    lab.exec(&h1, &["ip", "route", "add", "10.99.0.0/24", "dev", "udptun"]);
+    assert!(!lab.ping(&h1, "10.99.0.1"));
+
+    server.set(
+        "/hosts.json",
+        common::Reply::ok("{ nodes: { \"192.168.100.3\": { host: \"10.100.0.3\" }, \"10.99.0.0/24\": { host: \"10.100.0.3\" } } }"),
+    );
+    lab.wait_sighup_handler(&h1);
+    lab.signal(d1, libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || lab.log(d1).contains("SIGHUP: reloading")));
+    lab.exec(&h3, &["ip", "addr", "add", "10.99.0.1/32", "dev", "lo"]);
+    lab.assert_ping(&h1, "10.99.0.1");
+    assert_eq!(server.hits("/hosts.json"), 2, "one fetch at start, one for the SIGHUP");
 }
 
 #[test]
@@ -275,7 +319,7 @@ fn a_peer_whose_address_changes_is_found_again() {
     let old = lab.host("old", "10.100.0.2/24");
     let new = lab.host("new", "10.100.0.3/24");
     lab.etc_hosts(&a, "10.100.0.2 peer.test\n");
-    lab.udptun(
+    let da = lab.udptun(
         &a,
         &[
             "--hosts-file",
@@ -296,6 +340,16 @@ fn a_peer_whose_address_changes_is_found_again() {
     lab.stop(first);
     lab.udptun(&new, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
     lab.etc_hosts(&a, "10.100.0.3 peer.test\n");
+    lab.assert_ping(&a, "192.168.100.2");
+
+    // The name stops resolving: the last address stays in use.
+    lab.etc_hosts(&a, "# peer.test is gone\n");
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.log(da).contains("does not resolve")
+            && lab.log(da).contains("keeping 10.100.0.3:7777")),
+        "{}",
+        lab.log(da)
+    );
     lab.assert_ping(&a, "192.168.100.2");
 }
 
@@ -353,4 +407,82 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
     lab.assert_ping(&a, "192.168.100.2");
     let link = lab.exec(&a, &["ip", "link", "show", "udptun"]);
     assert!(link.contains("mtu 1280"), "the command line overrides the file: {link}");
+}
+
+#[test]
+fn after_dropping_privileges_fetches_lookups_and_metrics_keep_working() {
+    let Some(mut lab) = Lab::new("after_dropping_privileges_fetches_and_lookups") else { return };
+    let web = lab.host("web", "10.100.0.80/24");
+    let server = common::HttpServer::start(common::listen_in(&web, "10.100.0.80:8080"), None);
+    let document = |extra: &str| {
+        format!(
+            "{{ nodes: {{ \"192.168.100.1\": {{ host: \"10.100.0.1\" }}, \
+             \"192.168.100.2\": {{ host: \"peer.test\" }} {extra} }} }}"
+        )
+    };
+    server.set("/hosts.json", common::Reply::ok(&document("")));
+    let a = lab.host("a", "10.100.0.1/24");
+    let old = lab.host("old", "10.100.0.2/24");
+    let new = lab.host("new", "10.100.0.3/24");
+    lab.etc_hosts(&a, "10.100.0.2 peer.test\n");
+    let metrics = "127.0.0.1:9103";
+    // --user without --group: the user's own group.
+    let da = lab.udptun(
+        &a,
+        &[
+            "--hosts-url",
+            "http://10.100.0.80:8080/hosts.json",
+            "--hosts-url-interval",
+            "0.3",
+            "--resolve-interval",
+            "0.3",
+            "--user",
+            "nobody",
+            "-d",
+            "udptun",
+            "--address",
+            "192.168.100.1/24",
+            "--metrics-listen",
+            metrics,
+        ],
+    );
+    let first = lab.udptun(
+        &old,
+        &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24", "--keepalive", "0.2"],
+    );
+    lab.wait_device(&a, "udptun");
+    assert!(wait_until(Duration::from_secs(5), || lab.log(da).contains("now running as uid 65534")));
+    let status = common::daemon_status(&a);
+    let nobody_gid = common::sh(&["id", "-g", "nobody"]);
+    let gid_line = format!("Gid:\t{0}\t{0}\t{0}", nobody_gid.trim());
+    assert!(status.lines().any(|l| l.starts_with(&gid_line)), "{gid_line} in {status}");
+    lab.assert_ping(&a, "192.168.100.2");
+    lab.wait_metrics(&a, metrics);
+    let scrape = |lab: &Lab, series: &str| lab.scrape(&a, metrics, series);
+    assert_eq!(scrape(&lab, "udptun_table_entries"), 2);
+    assert!(wait_until(Duration::from_secs(5), || scrape(&lab, "udptun_keepalives_received_total") >= 3));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let stamp = scrape(&lab, "udptun_hosts_last_success_timestamp_seconds");
+    assert!(stamp.abs_diff(now) < 30, "last success {stamp}, now {now}");
+
+    // Re-resolution as uid 65534: the peer moves, its name follows.
+    lab.stop(first);
+    lab.udptun(&new, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.etc_hosts(&a, "10.100.0.3 peer.test\n");
+    lab.assert_ping(&a, "192.168.100.2");
+
+    // Fetching as uid 65534: a failure is counted, a new document loads and is counted.
+    let (loads, failures) =
+        (scrape(&lab, "udptun_hosts_loads_total"), scrape(&lab, "udptun_hosts_load_failures_total"));
+    server.set("/hosts.json", common::Reply::status(500));
+    assert!(
+        wait_until(Duration::from_secs(5), || scrape(&lab, "udptun_hosts_load_failures_total") > failures)
+    );
+    server.set("/hosts.json", common::Reply::ok(&document(", \"192.168.100.4\": { host: \"10.100.0.4\" }")));
+    assert!(
+        wait_until(Duration::from_secs(5), || scrape(&lab, "udptun_table_entries") == 3),
+        "{}",
+        lab.log(da)
+    );
+    assert!(scrape(&lab, "udptun_hosts_loads_total") > loads);
 }

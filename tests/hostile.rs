@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Body, HttpServer, Lab, Reply, TestPki, listen_in, wait_until};
 
@@ -15,50 +15,92 @@ fn peak_rss_mib(ns: &str) -> u64 {
     line.split_whitespace().nth(1).and_then(|kib| kib.parse::<u64>().ok()).expect("a number") / 1024
 }
 
+/// The first line daemon `index` logged after its log was `start` bytes long that contains each
+/// of `needles`, waiting up to `timeout` for one.
+fn logged_after(
+    lab: &Lab,
+    index: usize,
+    start: usize,
+    needles: &[&str],
+    timeout: Duration,
+) -> Option<String> {
+    let mut found = None;
+    wait_until(timeout, || {
+        let log = lab.log(index);
+        let new = log.get(start..).unwrap_or_default();
+        found = new.lines().find(|l| needles.iter().all(|n| l.contains(n))).map(String::from);
+        found.is_some()
+    });
+    found
+}
+
 #[test]
 fn a_hostile_hosts_server_changes_nothing_but_the_log() {
     let Some(mut lab) = Lab::new("a_hostile_hosts_server_changes_nothing_but_the_log") else { return };
     let web = lab.host("web", "10.100.0.80/24");
     let server = HttpServer::start(listen_in(&web, "10.100.0.80:8080"), None);
-    server.set("/hosts.json", Reply::ok(&common::hosts_doc(&[1, 2])));
+    // Host 4 is in the good table only: no hostile document, were it applied, maps it.
+    server.set("/hosts.json", Reply::ok(&common::hosts_doc(&[1, 2, 4])));
     server.set("/loop", Reply::redirect("/loop"));
     let a = lab.host("h1", "10.100.0.1/24");
     let b = lab.host("h2", "10.100.0.2/24");
+    let d = lab.host("h4", "10.100.0.4/24");
     let url = "http://10.100.0.80:8080/hosts.json";
+    let metrics = "127.0.0.1:9100";
     let da = lab.udptun(
         &a,
-        &["--hosts-url", url, "--hosts-url-interval", "0.3", "-d", "udptun", "--address", "192.168.100.1/24"],
+        &[
+            "--hosts-url",
+            url,
+            "--hosts-url-interval",
+            "0.3",
+            "-d",
+            "udptun",
+            "--address",
+            "192.168.100.1/24",
+            "--metrics-listen",
+            metrics,
+        ],
     );
     lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.udptun(&d, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.4/24"]);
     lab.wait_device(&a, "udptun");
     lab.assert_ping(&a, "192.168.100.2");
+    lab.assert_ping(&a, "192.168.100.4");
+    let counter = |series: &str| lab.scrape(&a, metrics, series);
 
+    // The body cap has a test of its own (below): with this interval the 1 s fetch timeout
+    // would bound a huge body too. The good table loaded again and again until now (the server
+    // sends no validators); the first failure ends that, and no table may be published after.
     let cases: Vec<(&str, Reply, &str)> = vec![
-        ("a 1 GiB body", Reply::body(Body::Zeros(1 << 30)), "document larger than 33554432 bytes"),
-        ("a body that never ends", Reply::body(Body::Endless), "document larger than 33554432 bytes"),
-        ("a server that never answers", Reply::body(Body::Hang), "timed out"),
-        ("a redirect loop", Reply::redirect("/loop"), "more than 10 redirects"),
-        ("HTTP 500", Reply::status(500), "HTTP 500"),
+        ("a server that never answers", Reply::body(Body::Hang), "hosts.json: timed out"),
+        ("a redirect loop", Reply::redirect("/loop"), "hosts.json: more than 10 redirects"),
+        ("HTTP 500", Reply::status(500), "hosts.json: HTTP 500"),
         (
             "a document followed by garbage",
             Reply::ok(&(common::hosts_doc(&[1, 2, 3]) + " }{ garbage")),
-            "line 1",
+            "hosts.json: line 1 column 146: Text cannot contain more than one JSON value",
         ),
     ];
+    let mut loads = None;
     for (what, reply, expected) in cases {
-        let before = lab.log(da).matches("keeping the previous table").count();
+        // Only what is logged from now on counts.
+        let start = lab.log(da).len();
         server.set("/hosts.json", reply);
-        let logged = wait_until(Duration::from_secs(15), || {
-            let log = lab.log(da);
-            log.matches("keeping the previous table").count() > before && log.contains(expected)
-        });
-        assert!(logged, "{what}: the log does not say `{expected}`:\n{}", lab.log(da));
-        lab.assert_ping(&a, "192.168.100.2");
+        // The messages differ from case to case, so no case can pass on another's line.
+        let needles = [expected, "keeping the previous table"];
+        let logged = logged_after(&lab, da, start, &needles, Duration::from_secs(15)).is_some();
+        assert!(logged, "{what}: the log does not say `{expected}`:\n{}", &lab.log(da)[start..]);
+        // Fetches are sequential: after a failure no 200 of the good document is on its way.
+        let now = counter("udptun_hosts_loads_total");
+        assert_eq!(*loads.get_or_insert(now), now, "{what}: a table was published:\n{}", lab.log(da));
+        lab.assert_ping(&a, "192.168.100.4");
         let rss = peak_rss_mib(&a);
         assert!(rss < 128, "{what}: peak RSS {rss} MiB");
     }
+    assert!(counter("udptun_hosts_load_failures_total") >= 4, "the failures are counted");
 
-    // 100,000 entries load, within bounded memory.
+    // 100,000 entries load, within bounded memory. They map host 2, not host 4.
     let mut big: Vec<String> = (0..100_000u32)
         .map(|i| {
             format!(
@@ -72,12 +114,52 @@ fn a_hostile_hosts_server_changes_nothing_but_the_log() {
         })
         .collect();
     big.push("\"192.168.100.2\": { host: \"10.100.0.2\" }".into());
+    let start = lab.log(da).len();
     server.set("/hosts.json", Reply::ok(&format!("{{ nodes: {{ {} }} }}", big.join(",\n"))));
-    let loaded = wait_until(Duration::from_secs(30), || lab.log(da).contains("loaded: 100001 entries"));
-    assert!(loaded, "{}", lab.log(da));
+    let loaded = logged_after(&lab, da, start, &["loaded: 100001 entries"], Duration::from_secs(30));
+    assert!(loaded.is_some(), "{}", &lab.log(da)[start..]);
+    assert!(counter("udptun_hosts_loads_total") > loads.unwrap(), "the loads counter counts loads");
     lab.assert_ping(&a, "192.168.100.2");
+    assert!(!lab.ping(&a, "192.168.100.4"), "a new table is in force, without host 4");
     let rss = peak_rss_mib(&a);
     assert!(rss < 128, "100,000 entries: peak RSS {rss} MiB");
+}
+
+#[test]
+fn the_body_cap_refuses_huge_documents_long_before_the_timeout() {
+    let Some(mut lab) = Lab::new("the_body_cap_refuses_huge_documents_long_before_the_timeout") else {
+        return;
+    };
+    let web = lab.host("web", "10.100.0.80/24");
+    let server = HttpServer::start(listen_in(&web, "10.100.0.80:8080"), None);
+    server.set("/hosts.json", Reply::ok(&common::hosts_doc(&[1, 2])));
+    let a = lab.host("h1", "10.100.0.1/24");
+    // A 600 s interval: a fetch may take 30 s (`control::fetch_timeout`), and no fetch comes
+    // but those SIGHUP asks for.
+    let timeout = Duration::from_secs(30);
+    let da = lab.udptun(
+        &a,
+        &["--hosts-url", "http://10.100.0.80:8080/hosts.json", "--hosts-url-interval", "600", "-d", "udptun"],
+    );
+    lab.wait_device(&a, "udptun");
+    lab.wait_sighup_handler(&a);
+
+    let cap = "document larger than 33554432 bytes; keeping the previous table";
+    for (what, body) in [("a 1 GiB body", Body::Zeros(1 << 30)), ("a body that never ends", Body::Endless)] {
+        server.set("/hosts.json", Reply::body(body));
+        for _ in 0..2 {
+            let start = lab.log(da).len();
+            let began = Instant::now();
+            lab.signal(da, libc::SIGHUP);
+            let line = logged_after(&lab, da, start, &["keeping the previous table"], timeout * 2);
+            let took = began.elapsed();
+            let line = line.unwrap_or_else(|| panic!("{what}: no fetch failed:\n{}", lab.log(da)));
+            assert!(line.contains(cap) && !line.contains("timed out"), "{what}: not the cap: {line}");
+            assert!(took < timeout / 4, "{what}: refused after {took:?}, the timeout being {timeout:?}");
+        }
+        let rss = peak_rss_mib(&a);
+        assert!(rss < 128, "{what}: peak RSS {rss} MiB");
+    }
 }
 
 #[test]

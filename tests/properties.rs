@@ -1,10 +1,14 @@
 //! Property tests of the pure core against naive models.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
+use proptest::collection::vec;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use udptun::hosts;
-use udptun::packet;
+use udptun::packet::{self, Malformed, Malformed::*};
 use udptun::peers::{Prefix, PrefixMap};
 
 /// RFC 1071 the slow way: 64-bit sum of padded 16-bit words, folded once at the end.
@@ -87,8 +91,157 @@ proptest! {
 
     #[test]
     fn any_bytes_are_checked_without_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-        if packet::check(&data).is_ok() {
-            prop_assert!(packet::source(&data).is_some() && packet::destination(&data).is_some());
+        prop_assert_eq!(packet::check(&data), model_check(&data));
+    }
+
+    #[test]
+    fn valid_packets_always_pass(packet in valid_packet()) {
+        let version = packet[0] >> 4;
+        prop_assert_eq!(packet::check(&packet), Ok(version));
+        let (source, destination) = match version {
+            4 => (ip(&packet[12..16]), ip(&packet[16..20])),
+            _ => (ip(&packet[8..24]), ip(&packet[24..40])),
+        };
+        prop_assert_eq!(packet::source(&packet), Some(source));
+        prop_assert_eq!(packet::destination(&packet), Some(destination));
+    }
+}
+
+/// The inbound check restated from its specification: version 4 or 6; for IPv4 a header
+/// length of 20 bytes or more within the datagram, a total length equal to the datagram's and a
+/// header whose one's-complement sum is all ones; for IPv6 a fixed header and a payload length
+/// that accounts for the rest of the datagram.
+fn model_check(datagram: &[u8]) -> Result<u8, Malformed> {
+    let field = |at: usize| usize::from(datagram[at]) << 8 | usize::from(datagram[at + 1]);
+    match datagram.first().map(|b| b >> 4) {
+        Some(4) => {
+            let header_len = usize::from(datagram[0] % 16) * 4;
+            if datagram.len() < 20 || !(20..=datagram.len()).contains(&header_len) {
+                Err(Malformed::BadHeaderLength)
+            } else if field(2) != datagram.len() {
+                Err(Malformed::LengthMismatch)
+            } else if naive_checksum(&datagram[..header_len]) != 0 {
+                Err(Malformed::BadChecksum)
+            } else {
+                Ok(4)
+            }
         }
+        Some(6) if datagram.len() < 40 => Err(Malformed::BadHeaderLength),
+        Some(6) if 40 + field(4) != datagram.len() => Err(Malformed::LengthMismatch),
+        Some(6) => Ok(6),
+        _ => Err(Malformed::BadVersion),
+    }
+}
+
+fn ip(bytes: &[u8]) -> IpAddr {
+    match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).unwrap()),
+        _ => IpAddr::from(<[u8; 16]>::try_from(bytes).unwrap()),
+    }
+}
+
+/// An IPv4 packet with 0 to 10 words of options and up to 300 bytes of payload, every other
+/// header field random, the total length and the header checksum right.
+fn valid_v4() -> impl Strategy<Value = Vec<u8>> {
+    (0usize..=10, vec(any::<u8>(), 60), vec(any::<u8>(), 0..300)).prop_map(|(words, header, payload)| {
+        let header_len = 20 + 4 * words;
+        let mut packet = header[..header_len].to_vec();
+        packet[0] = 0x40 | (header_len / 4) as u8;
+        packet.extend_from_slice(&payload);
+        let total = packet.len() as u16;
+        packet[2..4].copy_from_slice(&total.to_be_bytes());
+        packet[10..12].copy_from_slice(&[0, 0]);
+        let checksum = naive_checksum(&packet[..header_len]);
+        packet[10..12].copy_from_slice(&checksum.to_be_bytes());
+        packet
+    })
+}
+
+/// An IPv6 packet with up to 300 bytes of payload, the payload length right.
+fn valid_v6() -> impl Strategy<Value = Vec<u8>> {
+    (vec(any::<u8>(), 40), vec(any::<u8>(), 0..300)).prop_map(|(header, payload)| {
+        let mut packet = header;
+        packet[0] = 0x60 | (packet[0] & 0x0f);
+        packet[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
+        packet.extend_from_slice(&payload);
+        packet
+    })
+}
+
+fn valid_packet() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![valid_v4(), valid_v6()]
+}
+
+/// A change to a valid packet, aimed at the header more often than not.
+#[derive(Clone, Debug)]
+enum Mutation {
+    /// XOR a byte (its offset taken modulo the length) with a non-zero mask.
+    Flip(usize, u8),
+    /// Cut the packet short.
+    Truncate(prop::sample::Index),
+    /// Append bytes.
+    Extend(Vec<u8>),
+    /// Set the low nibble of the first byte: the IPv4 header length (traffic class in IPv6).
+    HeaderLength(u8),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        3 => (0usize..40, 1u8..).prop_map(|(at, mask)| Mutation::Flip(at, mask)),
+        1 => (any::<usize>(), 1u8..).prop_map(|(at, mask)| Mutation::Flip(at, mask)),
+        1 => any::<prop::sample::Index>().prop_map(Mutation::Truncate),
+        1 => vec(any::<u8>(), 1..8).prop_map(Mutation::Extend),
+        1 => (0u8..16).prop_map(Mutation::HeaderLength),
+    ]
+}
+
+fn apply(packet: &mut Vec<u8>, mutation: &Mutation) {
+    match mutation {
+        Mutation::Flip(_, _) if packet.is_empty() => {}
+        Mutation::Flip(at, mask) => {
+            let at = at % packet.len();
+            packet[at] ^= mask;
+        }
+        Mutation::Truncate(_) if packet.is_empty() => {}
+        Mutation::Truncate(index) => packet.truncate(index.index(packet.len())),
+        Mutation::Extend(bytes) => packet.extend_from_slice(bytes),
+        Mutation::HeaderLength(_) if packet.is_empty() => {}
+        Mutation::HeaderLength(nibble) => packet[0] = packet[0] & 0xf0 | nibble,
+    }
+}
+
+/// Valid packets, a third of them left alone and the rest mutated up to twice, through the
+/// check: its verdict must be the model's. Counts the verdicts so that the test fails if the
+/// accepting branch (or any rejecting one) is rarely reached, as it is with random bytes.
+#[test]
+fn mutated_packets_get_the_models_verdict() {
+    let cases = 3000;
+    // By the verdict's name (Malformed is not Hash).
+    let verdicts = RefCell::new(BTreeMap::<String, usize>::new());
+    let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+    let strategy = (valid_packet(), vec(mutation(), 0..3));
+    TestRunner::new(config)
+        .run(&strategy, |(mut packet, mutations)| {
+            for mutation in &mutations {
+                apply(&mut packet, mutation);
+            }
+            let verdict = packet::check(&packet);
+            prop_assert_eq!(verdict, model_check(&packet), "{:?} after {:?}", packet, mutations);
+            if verdict.is_ok() {
+                prop_assert!(packet::source(&packet).is_some() && packet::destination(&packet).is_some());
+            }
+            *verdicts.borrow_mut().entry(format!("{verdict:?}")).or_default() += 1;
+            Ok(())
+        })
+        .unwrap();
+    let verdicts = verdicts.into_inner();
+    let count = |verdict: Result<u8, Malformed>| verdicts.get(&format!("{verdict:?}")).copied().unwrap_or(0);
+    let accepted = count(Ok(4)) + count(Ok(6));
+    assert!(accepted * 4 >= cases as usize, "only {accepted} of {cases} accepted: {verdicts:?}");
+    for verdict in
+        [Ok(4), Ok(6)].into_iter().chain([BadVersion, BadHeaderLength, LengthMismatch, BadChecksum].map(Err))
+    {
+        // Each is expected 40 times or more; fewer than 10 is vanishingly unlikely.
+        assert!(count(verdict) >= 10, "{verdict:?} too rare: {verdicts:?}");
     }
 }

@@ -107,41 +107,91 @@ fn gateway_joins_a_subnet_behind_a_router() {
     lab.assert_ping(&lan, "192.168.100.1");
 }
 
+/// The kernel's packet counters of `dev` in `ns` (rx/tx packets, bytes, drops and errors).
+fn device_counters(lab: &Lab, ns: &str, dev: &str) -> Vec<(&'static str, u64)> {
+    ["rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_dropped", "tx_dropped", "rx_errors", "tx_errors"]
+        .into_iter()
+        .map(|name| (name, lab.device_counter(ns, dev, name)))
+        .collect()
+}
+
 #[test]
 fn malformed_datagrams_are_dropped_and_counted_and_the_tunnel_keeps_working() {
     let Some(mut lab) = Lab::new("malformed_datagrams_are_dropped_and_counted") else { return };
-    let (a, b, _, db) = one_to_one(&mut lab, &[]);
+    let metrics = "127.0.0.1:9100";
+    let (a, b, _, db) = one_to_one(&mut lab, &["--metrics-listen", metrics]);
     lab.assert_ping(&a, "192.168.100.2");
-    // From a's underlay address (so they pass any source check) to b's tunnel port.
-    let sent = in_netns(&a, || {
-        let socket = UdpSocket::bind("10.100.0.1:0").unwrap();
-        let mut sent = 0u64;
-        for i in 0..3000u32 {
-            let junk: Vec<u8> = match i % 6 {
-                0 => vec![],                                    // empty
-                1 => vec![0x45; 10],                            // IPv4, too short
-                2 => vec![0x45; 100],                           // IPv4, wrong total length
-                3 => vec![0x60; 30],                            // IPv6, too short
-                4 => (0..200).map(|n| (n * i) as u8).collect(), // noise
-                _ => vec![0x4f; 20],                            // header length 60 > 20
-            };
-            socket.send_to(&junk, "10.100.0.2:7777").unwrap();
-            sent += 1;
+    lab.wait_metrics(&b, metrics);
+    let malformed = "udptun_dropped_packets_total{reason=\"malformed\"}";
+    let keepalives = "udptun_keepalives_received_total";
+    let received = "udptun_packets_total{direction=\"rx\"}";
+    let count = |series: &str| lab.scrape(&b, metrics, series);
+    let (malformed_before, received_before) = (count(malformed), count(received));
+    assert_eq!(count(keepalives), 0, "a one-to-one tunnel without --keepalive sends none");
+    // The far TUN is quiet now (the ping is over, IPv6 is off): nothing may move it until the
+    // next ping, least of all the junk.
+    let tun_before = device_counters(&lab, &b, "udptun");
+
+    // What an inner packet from a looks like, so that each class is wrong in one way only.
+    let mut bad_checksum = common::ipv4_packet([192, 168, 100, 1], [192, 168, 100, 2], 17, &[0; 8]);
+    bad_checksum[10] ^= 0xff;
+    let mut v6_wrong_length = vec![0x60, 0, 0, 0, 0, 40, 17, 64];
+    v6_wrong_length.resize(40 + 8, 0);
+    let mut noise = Vec::with_capacity(200);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.push(x as u8);
+    }
+    noise[0] = 0x91; // IP version 9
+    let classes: Vec<(&str, Vec<u8>)> = vec![
+        ("empty (a keepalive)", vec![]),
+        ("IPv4, shorter than its header", vec![0x45; 10]),
+        ("IPv4, total length not the datagram's", vec![0x45; 100]),
+        ("IPv4, header length 60 > 20 bytes", vec![0x4f; 20]),
+        ("IPv4, bad header checksum", bad_checksum),
+        ("IPv6, shorter than its header", vec![0x60; 30]),
+        ("IPv6, payload length not the datagram's", v6_wrong_length),
+        ("noise (IP version 9)", noise),
+    ];
+    const EACH: u64 = 300;
+    let (mut expected_malformed, mut expected_keepalives) = (malformed_before, 0);
+    for (what, junk) in classes {
+        // From a's underlay address (so they pass any source check) to b's tunnel port.
+        let datagram = junk.clone();
+        in_netns(&a, move || {
+            let socket = UdpSocket::bind("10.100.0.1:0").unwrap();
+            for _ in 0..EACH {
+                socket.send_to(&datagram, "10.100.0.2:7777").unwrap();
+            }
+        });
+        if junk.is_empty() {
+            expected_keepalives += EACH;
+        } else {
+            expected_malformed += EACH;
         }
-        sent
-    });
+        let (series, expected) =
+            if junk.is_empty() { (keepalives, expected_keepalives) } else { (malformed, expected_malformed) };
+        wait_until(Duration::from_secs(5), || count(series) >= expected);
+        // Were a datagram lost on the way, the UDP counters of b would say so.
+        let snmp = lab.exec(&b, &["cat", "/proc/net/snmp"]);
+        let udp: Vec<&str> = snmp.lines().filter(|l| l.starts_with("Udp:")).collect();
+        assert_eq!(count(malformed), expected_malformed, "{what}: malformed counter (UDP: {udp:?})");
+        assert_eq!(count(keepalives), expected_keepalives, "{what}: keepalive counter (UDP: {udp:?})");
+        assert_eq!(count(received), received_before, "{what}: a datagram was taken for a packet");
+    }
+    assert_eq!(device_counters(&lab, &b, "udptun"), tun_before, "junk reached the far TUN");
+
     lab.assert_ping(&a, "192.168.100.2");
     lab.assert_ping(&b, "192.168.100.1");
+    assert!(count(received) > received_before, "the pings after the junk crossed");
     let log = lab.stop(db);
-    let malformed: u64 = log
-        .split("dropped malformed=")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no malformed counter in {log}"));
-    assert!(malformed > sent / 2 && malformed <= sent, "malformed={malformed} of {sent}");
+    let dropped = format!("dropped malformed={expected_malformed},");
+    assert!(log.contains(&dropped), "the summary says `{dropped}`: {log}");
     let warnings = log.matches("dropped a datagram from").count();
-    assert!((1..=20).contains(&warnings), "{warnings} log lines for {sent} bad datagrams");
+    assert!((1..=20).contains(&warnings), "{warnings} log lines for {expected_malformed} bad datagrams");
 }
 
 #[test]
@@ -149,14 +199,27 @@ fn hosts_url_is_refreshed_and_redirects_are_followed() {
     let Some(mut lab) = Lab::new("hosts_url_is_refreshed_and_redirects_are_followed") else { return };
     let server_ns = lab.host("web", "10.100.0.80/24");
     let server = HttpServer::start(listen_in(&server_ns, "10.100.0.80:8080"), None);
-    server.set("/hosts.json", Reply::ok(&hosts_doc(&[1, 2])));
+    // h2 fetches the same document from a path of its own, so that its requests can be told
+    // from the others'.
+    let serve = |reply: Reply| {
+        server.set("/hosts.json", reply.clone());
+        server.set("/h2.json", reply);
+    };
+    serve(Reply::ok(&hosts_doc(&[1, 2])));
     server.set("/old", Reply::redirect("/hosts.json"));
 
+    let metrics = "127.0.0.1:9100";
     let (mut namespaces, mut daemons) = (Vec::new(), Vec::new());
     for i in 1..=3u8 {
         let ns = lab.host(&format!("h{i}"), &format!("10.100.0.{i}/24"));
-        let url = if i == 1 { "http://10.100.0.80:8080/old" } else { "http://10.100.0.80:8080/hosts.json" };
-        daemons.push(lab.udptun(&ns, &["--hosts-url", url, "--hosts-url-interval", "0.2", "-d", "udptun"]));
+        let url = match i {
+            1 => "http://10.100.0.80:8080/old",
+            2 => "http://10.100.0.80:8080/h2.json",
+            _ => "http://10.100.0.80:8080/hosts.json",
+        };
+        let args =
+            ["--hosts-url", url, "--hosts-url-interval", "0.2", "-d", "udptun", "--metrics-listen", metrics];
+        daemons.push(lab.udptun(&ns, &args));
         namespaces.push(ns);
     }
     for (i, ns) in namespaces.iter().enumerate() {
@@ -166,24 +229,80 @@ fn hosts_url_is_refreshed_and_redirects_are_followed() {
     assert!(server.hits("/old") >= 1, "the redirect was not used");
     assert!(!lab.ping(&namespaces[0], "192.168.100.3"), "host 3 is not in the document yet");
 
-    server.set("/hosts.json", Reply::ok(&hosts_doc(&[1, 2, 3])));
+    serve(Reply::ok(&hosts_doc(&[1, 2, 3])));
     lab.assert_ping(&namespaces[0], "192.168.100.3");
     lab.assert_ping(&namespaces[2], "192.168.100.1");
 
-    // Validators go back to the server, and a 304 leaves the table as it is.
+    // Validators go back to the server: Last-Modified as If-Modified-Since, ETag as
+    // If-None-Match, each with the value the last 200 carried.
+    let h2 = namespaces[1].clone();
+    lab.wait_metrics(&h2, metrics);
+    let counter = |series: &str| lab.scrape(&h2, metrics, series);
+    let h2_requests = || -> Vec<String> {
+        server
+            .hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains(" /h2.json "))
+            .map(|r| r.to_lowercase())
+            .collect()
+    };
+    let last_requests = || -> Vec<String> { h2_requests().into_iter().rev().take(3).collect() };
+    let first_request_with = |needle: &str| -> Option<String> {
+        let needle = needle.to_lowercase();
+        let mut found = None;
+        wait_until(Duration::from_secs(5), || {
+            found = h2_requests().into_iter().find(|r| r.contains(&needle));
+            found.is_some()
+        });
+        found
+    };
+    let loads_at_first = counter("udptun_hosts_loads_total");
+    let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+    let mut dated = Reply::ok(&hosts_doc(&[1, 2, 3]));
+    dated.headers.push(("Last-Modified".into(), date.into()));
+    serve(dated);
+    let request = first_request_with(&format!("If-Modified-Since: {date}\r\n"))
+        .unwrap_or_else(|| panic!("no If-Modified-Since: {date} sent: {:?}", last_requests()));
+    assert!(!request.contains("if-none-match"), "no ETag was given, yet: {request}");
+
+    let later = "Thu, 22 Oct 2015 08:00:00 GMT";
     let mut tagged = Reply::ok(&hosts_doc(&[1, 2, 3]));
     tagged.headers.push(("ETag".into(), "\"v7\"".into()));
-    server.set("/hosts.json", tagged);
-    let revalidated = || server.requests_with("/hosts.json", "If-None-Match: \"v7\"");
-    assert!(wait_until(Duration::from_secs(5), || revalidated() > 0), "no If-None-Match sent");
-    let loads_before = lab.log(daemons[1]).matches("loaded:").count();
-    server.set("/hosts.json", Reply::status(304));
-    let seen = revalidated();
-    assert!(wait_until(Duration::from_secs(5), || revalidated() > seen + 3));
-    let log = lab.log(daemons[1]);
-    assert_eq!(log.matches("loaded:").count(), loads_before, "a 304 must not reload: {log}");
-    assert!(!log.contains("keeping the previous table"), "a 304 is no error: {log}");
+    tagged.headers.push(("Last-Modified".into(), later.into()));
+    serve(tagged);
+    let request = first_request_with("If-None-Match: \"v7\"\r\n")
+        .unwrap_or_else(|| panic!("no If-None-Match: \"v7\" sent: {:?}", last_requests()));
+    assert!(request.contains(&format!("if-modified-since: {later}\r\n").to_lowercase()), "{request}");
+    // The test server ignores validators: every 200 so far was a load, and the counter saw them.
+    assert!(counter("udptun_hosts_loads_total") > loads_at_first, "the loads counter does not count loads");
+
+    // A 304 (to requests that carry the validators) leaves the table as it is: no load, no failure.
+    serve(Reply::status(304));
+    let seen = server.hits("/h2.json");
+    // h2 fetches one request at a time: once it has sent request seen+2 it is done with the
+    // replies to all before it, the last 200's load included, and seen+1 got a 304.
+    assert!(wait_until(Duration::from_secs(5), || server.hits("/h2.json") >= seen + 2));
+    let (loads, failures) =
+        (counter("udptun_hosts_loads_total"), counter("udptun_hosts_load_failures_total"));
+    // Four more 304s, each handled before the request after it was sent.
+    assert!(wait_until(Duration::from_secs(5), || server.hits("/h2.json") >= seen + 6));
+    assert_eq!(counter("udptun_hosts_loads_total"), loads, "a 304 must not reload:\n{}", lab.log(daemons[1]));
+    assert_eq!(counter("udptun_hosts_load_failures_total"), failures, "a 304 is no error");
+    assert_eq!(failures, 0, "no fetch failed:\n{}", lab.log(daemons[1]));
+    let answered_304 = &h2_requests()[seen..];
+    assert!(answered_304.iter().all(|r| r.contains("if-none-match: \"v7\"\r\n")), "{answered_304:?}");
     lab.assert_ping(&namespaces[1], "192.168.100.3");
+}
+
+/// The PEM certificate of a fresh self-signed CA called `name`.
+fn ca_named(name: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.self_signed(&key).unwrap().pem()
 }
 
 #[test]
@@ -213,18 +332,37 @@ fn hosts_url_over_https_trusts_the_given_ca_and_refuses_other_names() {
     lab.assert_ping(&a, "192.168.100.2");
     lab.assert_ping(&b, "192.168.100.1");
 
-    // The same CA, but the URL names a host the certificate is not for.
-    let refused =
-        lab.udptun(&a, &["--hosts-url", "https://other.test:8443/hosts.json", "--ca-file", &ca, "-d", "x"]);
-    assert_eq!(lab.wait_exit(refused, Duration::from_secs(10)), Some(1));
-    let log = lab.log(refused);
-    assert!(log.contains("other.test") && log.contains("certificate"), "{log}");
-
-    // A CA that did not sign the server's certificate.
-    let stranger = lab.file("stranger.pem", &TestPki::new(&["hosts.test"]).ca_pem);
-    let untrusted = lab.udptun(&a, &["--hosts-url", url, "--ca-file", &stranger, "-d", "y"]);
-    assert_eq!(lab.wait_exit(untrusted, Duration::from_secs(10)), Some(1));
-    assert!(lab.log(untrusted).contains("certificate"), "{}", lab.log(untrusted));
+    // Each refused daemon runs alone in a fresh namespace (its port and device name free), so
+    // the certificate is the only thing that can stop it.
+    // A CA of another name, and one that bears the right CA's name but not its key.
+    let stranger = lab.file("stranger.pem", &ca_named("another test CA"));
+    let impostor = lab.file("impostor.pem", &TestPki::new(&["hosts.test"]).ca_pem);
+    let refusals = [
+        // The same CA, but the URL names a host the certificate is not for.
+        (
+            "c",
+            "10.100.0.3/24",
+            "https://other.test:8443/hosts.json",
+            ca.as_str(),
+            "invalid peer certificate: certificate not valid for name \"other.test\"; \
+             certificate is only valid for DnsName(\"hosts.test\")",
+        ),
+        // CAs that did not sign the server's certificate.
+        ("d", "10.100.0.4/24", url, stranger.as_str(), "invalid peer certificate: UnknownIssuer"),
+        ("e", "10.100.0.5/24", url, impostor.as_str(), "invalid peer certificate: BadSignature"),
+    ];
+    for (host, cidr, url, ca_file, reason) in refusals {
+        let ns = lab.host(host, cidr);
+        lab.etc_hosts(&ns, "10.100.0.80 hosts.test\n10.100.0.80 other.test\n");
+        let refused = lab.udptun(&ns, &["--hosts-url", url, "--ca-file", ca_file, "-d", "udptun"]);
+        assert_eq!(lab.wait_exit(refused, Duration::from_secs(10)), Some(1), "{}", lab.log(refused));
+        let log = lab.log(refused);
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+        assert!(
+            matches!(errors[..], [line] if line.contains(&format!(" ERROR {url}: ")) && line.contains(reason)),
+            "{url} with {ca_file}: the one error is not `{reason}`:\n{log}"
+        );
+    }
 }
 
 #[test]

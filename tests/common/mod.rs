@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,21 @@ pub fn can_run(test: &str) -> bool {
         return false;
     }
     panic!("{test}: {missing}");
+}
+
+/// Tests in one binary run in parallel. Those whose property is a time (a restart within a
+/// second, an exit within a second) hold this exclusively; those that load the machine (bulk
+/// transfers) hold it shared; so no timing is measured while a sibling pushes gigabytes.
+static MACHINE: RwLock<()> = RwLock::new(());
+
+/// Held by a test that loads the machine: timed tests wait until it is done.
+pub fn loads_the_machine() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Held by a test that measures time: no loading test of its binary runs meanwhile.
+pub fn measures_time() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs a command, panicking with its output if it fails.
@@ -239,8 +254,18 @@ impl Lab {
         self.spawn(ns, &[UDPTUN], args)
     }
 
+    /// Starts udptun in `ns` with `args` and the environment variables `env`.
+    pub fn udptun_env(&mut self, ns: &str, env: &[(&str, &str)], args: &[&str]) -> usize {
+        self.spawn_env(ns, env, &[UDPTUN], args)
+    }
+
     /// Starts `prefix` + `args` in `ns` as a daemon of the lab.
     pub fn spawn(&mut self, ns: &str, prefix: &[&str], args: &[&str]) -> usize {
+        self.spawn_env(ns, &[], prefix, args)
+    }
+
+    /// Starts `prefix` + `args` in `ns`, with the environment variables `env`, as a daemon.
+    pub fn spawn_env(&mut self, ns: &str, env: &[(&str, &str)], prefix: &[&str], args: &[&str]) -> usize {
         let index = self.daemons.len();
         let log = fs::File::create(self.log_path(index)).unwrap();
         let child = Command::new("ip")
@@ -248,6 +273,7 @@ impl Lab {
             .args(prefix)
             .args(args)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -341,6 +367,43 @@ impl Lab {
     pub fn assert_ping(&self, ns: &str, addr: &str) {
         let ok = wait_until(Duration::from_secs(5), || self.ping(ns, addr));
         assert!(ok, "{ns} cannot ping {addr}; logs:\n{}", self.all_logs());
+    }
+
+    /// A counter of `dev` in `ns` from /sys/class/net/DEV/statistics (`rx_packets`, `tx_bytes`...).
+    /// On a TUN device, `tx` is what the kernel routed into the tunnel, `rx` what udptun wrote.
+    pub fn device_counter(&self, ns: &str, dev: &str, counter: &str) -> u64 {
+        let path = format!("/sys/class/net/{dev}/statistics/{counter}");
+        let text = self.exec(ns, &["cat", &path]);
+        text.trim().parse().unwrap_or_else(|_| panic!("{path} in {ns}: {text:?}"))
+    }
+
+    /// The metric `series` (name and labels, as exposed) of the daemon in `ns` that serves
+    /// metrics on `addr`.
+    pub fn scrape(&self, ns: &str, addr: &str, series: &str) -> u64 {
+        let page = self.http_get(ns, addr, "/metrics");
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        metric(&page, series)
+    }
+
+    /// Waits until the daemon in `ns` serves metrics on `addr`.
+    pub fn wait_metrics(&self, ns: &str, addr: &str) {
+        let up = wait_until(Duration::from_secs(10), || can_connect(ns, addr));
+        assert!(up, "no metrics on {addr} in {ns}; logs:\n{}", self.all_logs());
+    }
+
+    /// Waits until the udptun in `ns` has its SIGHUP handler (before, SIGHUP would kill it).
+    pub fn wait_sighup_handler(&self, ns: &str) {
+        let caught = wait_until(Duration::from_secs(10), || {
+            let status = daemon_status(ns);
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(str::trim).unwrap_or("0");
+            u64::from_str_radix(mask, 16).is_ok_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0)
+        });
+        assert!(caught, "udptun in {ns} does not catch SIGHUP; logs:\n{}", self.all_logs());
+    }
+
+    /// Process id of daemon `index` (the `ip netns exec` wrapper execs the program, keeping it).
+    pub fn pid(&self, index: usize) -> u32 {
+        self.daemons[index].id()
     }
 
     /// Every daemon's log, for failure messages.
@@ -659,4 +722,28 @@ pub fn transfer(server_ns: &str, client_ns: &str, server_addr: &'static str, tot
         }
     });
     receiver.join().unwrap()
+}
+
+/// The value of a metric line (`name{labels} value`) in a Prometheus text page.
+pub fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {series} in:\n{page}")) as u64
+}
+
+/// An IPv4 packet from `src` to `dst` carrying `payload` as protocol `protocol`, with a valid
+/// header checksum (what udptun checks on arrival).
+pub fn ipv4_packet(src: [u8; 4], dst: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let total = (20 + payload.len()) as u16;
+    let mut packet = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, protocol, 0, 0];
+    packet[2..4].copy_from_slice(&total.to_be_bytes());
+    packet.extend_from_slice(&src);
+    packet.extend_from_slice(&dst);
+    let sum = !packet.chunks(2).fold(0u32, |s, w| {
+        let s = s + u32::from(u16::from_be_bytes([w[0], w[1]]));
+        (s & 0xffff) + (s >> 16)
+    }) as u16;
+    packet[10..12].copy_from_slice(&sum.to_be_bytes());
+    packet.extend_from_slice(payload);
+    packet
 }
