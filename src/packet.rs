@@ -409,7 +409,8 @@ pub(crate) mod tests {
     #[test]
     fn unreachable_v4_needs_a_whole_header_and_may_quote_a_bare_one() {
         let mut out = [0u8; 1500];
-        let original = echo_request_v4([10, 0, 0, 1], [10, 0, 0, 9]);
+        let mut original = echo_request_v4([10, 0, 0, 1], [10, 0, 0, 9]);
+        original[9] = 17; // UDP: no ICMP rule may be what refuses these
         let mut short_ihl = original.clone();
         short_ihl[0] = 0x44; // a 16-byte header
         assert_eq!(unreachable(&short_ihl, &mut out), None);

@@ -506,6 +506,18 @@ mod tests {
     }
 
     #[test]
+    fn entries_count_prefixes_of_both_families_and_one_to_one_is_one() {
+        let table = PeerTable::from_entries([
+            (prefix("192.168.100.1"), peer("192.0.2.1:7777")),
+            (prefix("10.20.0.0/16"), peer("192.0.2.1:7777")),
+            (prefix("fd00::/64"), peer("192.0.2.2:7777")),
+        ]);
+        assert_eq!((table.entry_count(), table.peer_count()), (3, 2));
+        assert_eq!(PeerTable::single(peer("192.0.2.1:7777")).entry_count(), 1);
+        assert_eq!(PeerTable::from_entries([]).entry_count(), 0);
+    }
+
+    #[test]
     fn a_new_table_inherits_learned_ports_of_unchanged_peers() {
         let old = overlay();
         old.keepalive_from(peer("192.0.2.1:50000"));

@@ -50,8 +50,8 @@ fn missing_for_namespace_tests() -> Option<&'static str> {
             }
             (!missing.is_empty()).then(|| {
                 format!(
-                    "the namespace tests need {}. `scripts/test.sh` installs the packages; \
-                     {SKIP_VARIABLE}=1 skips these tests instead",
+                    "the namespace tests need {}: run them as root with `scripts/test.sh`, which \
+                     installs missing packages, or set {SKIP_VARIABLE}=1 to skip them",
                     missing.join(", ")
                 )
             })
