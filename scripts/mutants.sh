@@ -3,10 +3,11 @@
 # cargo-mutants changes the code one way at a time (a comparison flipped, a return value
 # replaced...) and runs the unit and property tests against each change. A mutant no test
 # catches is "missed": a behaviour nothing checks. Writes the figures and the missed mutants
-# into RELIABILITY.md (between the mutants markers). About an hour on 2 cores.
+# into RELIABILITY.md (between the mutants markers). About 25 minutes on 2 cores.
 # Usage: scripts/mutants.sh [extra cargo-mutants arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh mutants
 command -v cargo-mutants >/dev/null || {
     echo "mutants.sh: installing cargo-mutants with cargo install (a few minutes)"
     cargo install cargo-mutants --locked --quiet

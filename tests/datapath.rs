@@ -134,9 +134,9 @@ fn queue_thread_runtimes(pid: u32) -> Vec<(String, u64)> {
 #[test]
 fn threads_get_a_multiqueue_device_and_share_the_traffic_of_several_peers() {
     let Some(mut lab) = Lab::new("threads_get_a_multiqueue_device") else { return };
-    // Eight peers, each its own underlay address: the kernel spreads their flows over the three
-    // SO_REUSEPORT sockets by the outer addresses (all on one socket: 3^-7, about 0.05 %).
-    let peers: Vec<u8> = (10..18).collect();
+    // Twelve peers, each its own underlay address: the kernel spreads their flows over the three
+    // SO_REUSEPORT sockets by the outer addresses (all on one socket: 3^-11, about 6 in 10^6).
+    let peers: Vec<u8> = (10..22).collect();
     let mut entries = vec!["\"192.168.100.1\": { host: \"10.100.0.1\" }".to_string()];
     entries.extend(peers.iter().map(|i| format!("\"192.168.100.{i}\": {{ host: \"10.100.0.{i}\" }}")));
     let hosts = lab.file("hosts.json", &format!("{{ nodes: {{ {} }} }}", entries.join(", ")));
@@ -162,7 +162,7 @@ fn threads_get_a_multiqueue_device_and_share_the_traffic_of_several_peers() {
 
     let before = queue_thread_runtimes(lab.pid(da));
     assert_eq!(before.len(), 3, "{before:?}");
-    const PER_PEER: u32 = 1000;
+    const PER_PEER: u32 = 700;
     let peers_moved = peers.clone();
     common::in_netns(&senders, move || {
         for i in peers_moved {
@@ -189,10 +189,12 @@ fn threads_get_a_multiqueue_device_and_share_the_traffic_of_several_peers() {
     }
     assert!(got >= expected * 99 / 100, "{got} of {expected} arrived:\n{}", lab.log(da));
     let after = queue_thread_runtimes(lab.pid(da));
+    // A thread with no traffic sleeps in poll() and uses no CPU at all; one peer's 700
+    // datagrams cost its thread several milliseconds.
     let busy: Vec<&str> = before
         .iter()
         .zip(&after)
-        .filter(|((_, was), (_, is))| is.saturating_sub(*was) >= 5_000_000)
+        .filter(|((_, was), (_, is))| is.saturating_sub(*was) >= 1_000_000)
         .map(|(_, (name, _))| name.as_str())
         .collect();
     assert!(busy.len() >= 2, "only {busy:?} carried traffic: {before:?} -> {after:?}");

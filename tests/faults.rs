@@ -63,7 +63,7 @@ fn a_deleted_device_is_a_clear_error_and_an_exit() {
     let Some(mut lab) = Lab::new("a_deleted_device_is_a_clear_error") else { return };
     let (a, _, da, _) = lab.pair(&[]);
     lab.exec(&a, &["ip", "link", "del", "udptun"]);
-    assert_eq!(lab.wait_exit(da, Duration::from_secs(3)), Some(1), "{}", lab.log(da));
+    assert_eq!(lab.wait_exit(da, Duration::from_secs(10)), Some(1), "{}", lab.log(da));
     assert!(lab.log(da).contains("the TUN device is gone"), "{}", lab.log(da));
 }
 
@@ -74,7 +74,7 @@ fn a_vanished_local_address_is_a_clear_error_and_an_exit() {
     let da = lab.udptun(&a, &["-a", "10.100.0.1", "-A", "10.100.0.2", "-d", "udptun"]);
     lab.wait_device(&a, "udptun");
     lab.exec(&a, &["ip", "addr", "del", "10.100.0.1/24", "dev", "eth0"]);
-    assert_eq!(lab.wait_exit(da, Duration::from_secs(4)), Some(1), "{}", lab.log(da));
+    assert_eq!(lab.wait_exit(da, Duration::from_secs(10)), Some(1), "{}", lab.log(da));
     assert!(lab.log(da).contains("the local address 10.100.0.1 is gone"), "{}", lab.log(da));
 }
 
