@@ -121,7 +121,8 @@ pub struct SendFailure {
 pub struct Sender {
     /// Largest segment size still coalesced with GSO; 0 when GSO is off.
     gso_limit: usize,
-    /// Messages that went out carrying more than one datagram (GSO), since the start.
+    /// Messages that went out carrying more than one datagram (GSO): what the tests observe.
+    #[cfg(test)]
     segmented_messages: u64,
     runs: Vec<Run>,
     addresses: Vec<SockAddr>,
@@ -134,6 +135,7 @@ impl Sender {
     pub fn new(gso: bool) -> Self {
         Self {
             gso_limit: if gso { usize::MAX } else { 0 },
+            #[cfg(test)]
             segmented_messages: 0,
             runs: Vec::new(),
             addresses: Vec::new(),
@@ -157,8 +159,11 @@ impl Sender {
         while next < self.runs.len() {
             match self.send_runs(socket, datagrams, payloads, next) {
                 Ok(sent) => {
-                    let runs = self.runs[next..].iter().take(sent);
-                    self.segmented_messages += runs.filter(|r| r.count > 1).count() as u64;
+                    #[cfg(test)]
+                    {
+                        let runs = self.runs[next..].iter().take(sent);
+                        self.segmented_messages += runs.filter(|r| r.count > 1).count() as u64;
+                    }
                     next += sent;
                 }
                 Err(error) => {
@@ -172,7 +177,8 @@ impl Sender {
 
     /// How many messages the kernel accepted that carried several datagrams (`UDP_SEGMENT`);
     /// datagrams sent one by one after a GSO failure do not count.
-    pub fn segmented_messages(&self) -> u64 {
+    #[cfg(test)]
+    fn segmented_messages(&self) -> u64 {
         self.segmented_messages
     }
 
@@ -451,6 +457,16 @@ fn gro_segment_size(header: &libc::msghdr) -> Option<usize> {
 mod tests {
     use super::*;
 
+    use std::time::Duration;
+
+    fn loopback_pair() -> (Socket, Socket, SocketAddr) {
+        let receiver = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        receiver.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let addr = receiver.local_addr().unwrap().as_socket().unwrap();
+        let sender = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        (sender, receiver, addr)
+    }
+
     #[test]
     fn a_refused_gso_send_lowers_the_limit_once_by_its_cause() {
         let unlimited = usize::MAX;
@@ -464,15 +480,6 @@ mod tests {
         for other in [Some(libc::ENETUNREACH), Some(libc::EPERM), None] {
             assert_eq!(gso_limit_after_refusal(other, 1472, unlimited), None);
         }
-    }
-    use std::time::Duration;
-
-    fn loopback_pair() -> (Socket, Socket, SocketAddr) {
-        let receiver = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        receiver.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let addr = receiver.local_addr().unwrap().as_socket().unwrap();
-        let sender = bind("127.0.0.1:0".parse().unwrap(), false).unwrap();
-        (sender, receiver, addr)
     }
 
     /// What a round trip observed besides the payloads.

@@ -137,14 +137,8 @@ fn malformed_datagrams_are_dropped_and_counted_and_the_tunnel_keeps_working() {
     bad_checksum[10] ^= 0xff;
     let mut v6_wrong_length = vec![0x60, 0, 0, 0, 0, 40, 17, 64];
     v6_wrong_length.resize(40 + 8, 0);
-    let mut noise = Vec::with_capacity(200);
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..200 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        noise.push(x as u8);
-    }
+    let mut noise = vec![0u8; 200];
+    common::Stream(0x9e37_79b9_7f4a_7c15).fill(&mut noise);
     noise[0] = 0x91; // IP version 9
     let classes: Vec<(&str, Vec<u8>)> = vec![
         ("empty (a keepalive)", vec![]),
@@ -238,16 +232,7 @@ fn hosts_url_is_refreshed_and_redirects_are_followed() {
     let h2 = namespaces[1].clone();
     lab.wait_metrics(&h2, metrics);
     let counter = |series: &str| lab.scrape(&h2, metrics, series);
-    let h2_requests = || -> Vec<String> {
-        server
-            .hits
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|r| r.contains(" /h2.json "))
-            .map(|r| r.to_lowercase())
-            .collect()
-    };
+    let h2_requests = || server.requests("/h2.json");
     let last_requests = || -> Vec<String> { h2_requests().into_iter().rev().take(3).collect() };
     let first_request_with = |needle: &str| -> Option<String> {
         let needle = needle.to_lowercase();
@@ -296,15 +281,6 @@ fn hosts_url_is_refreshed_and_redirects_are_followed() {
     lab.assert_ping(&namespaces[1], "192.168.100.3");
 }
 
-/// The PEM certificate of a fresh self-signed CA called `name`.
-fn ca_named(name: &str) -> String {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    params.self_signed(&key).unwrap().pem()
-}
-
 #[test]
 fn hosts_url_over_https_trusts_the_given_ca_and_refuses_other_names() {
     let Some(mut lab) = Lab::new("hosts_url_over_https") else { return };
@@ -335,7 +311,7 @@ fn hosts_url_over_https_trusts_the_given_ca_and_refuses_other_names() {
     // Each refused daemon runs alone in a fresh namespace (its port and device name free), so
     // the certificate is the only thing that can stop it.
     // A CA of another name, and one that bears the right CA's name but not its key.
-    let stranger = lab.file("stranger.pem", &ca_named("another test CA"));
+    let stranger = lab.file("stranger.pem", &common::test_ca("another test CA").2.pem());
     let impostor = lab.file("impostor.pem", &TestPki::new(&["hosts.test"]).ca_pem);
     let refusals = [
         // The same CA, but the URL names a host the certificate is not for.

@@ -558,9 +558,15 @@ impl HttpServer {
 
     /// Requests for `path` so far whose text contains `needle` (a header, say; any case).
     pub fn requests_with(&self, path: &str, needle: &str) -> usize {
-        let (request_line, needle) = (format!(" {path} "), needle.to_lowercase());
+        let needle = needle.to_lowercase();
+        self.requests(path).iter().filter(|r| r.contains(&needle)).count()
+    }
+
+    /// The text of each request for `path` so far, in order, in lower case.
+    pub fn requests(&self, path: &str) -> Vec<String> {
+        let request_line = format!(" {path} ");
         let requests = self.hits.lock().unwrap();
-        requests.iter().filter(|r| r.contains(&request_line) && r.to_lowercase().contains(&needle)).count()
+        requests.iter().filter(|r| r.contains(&request_line)).map(|r| r.to_lowercase()).collect()
     }
 }
 
@@ -624,12 +630,8 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn new(names: &[&str]) -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "udptun test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        use rcgen::{CertificateParams, KeyPair};
+        let (ca_params, ca_key, ca_cert) = test_ca("udptun test CA");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate().unwrap();
@@ -651,17 +653,28 @@ impl TestPki {
     }
 }
 
+/// A fresh self-signed CA called `name`: its parameters, key and certificate.
+pub fn test_ca(name: &str) -> (rcgen::CertificateParams, rcgen::KeyPair, rcgen::Certificate) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    (params, key, cert)
+}
+
 /// Connects to `addr` from inside `ns` (for checks that a server is up).
 pub fn can_connect(ns: &str, addr: &str) -> bool {
     let addr = addr.to_string();
     in_netns(ns, move || TcpStream::connect(addr).is_ok())
 }
 
-/// Deterministic pseudo-random bytes (xorshift64*), so both ends can produce the same stream.
-struct Stream(u64);
+/// Deterministic pseudo-random bytes (xorshift64*) from a seed, so both ends can produce the same
+/// stream.
+pub struct Stream(pub u64);
 
 impl Stream {
-    fn fill(&mut self, buf: &mut [u8]) {
+    pub fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
