@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use udptun::packet;
-use udptun::peers::{PeerTable, Prefix};
+use udptun::peers::{PeerTable, Prefix, Roaming};
 
 fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
     let mut p = vec![0u8; len];
@@ -46,7 +46,15 @@ fn benchmarks(c: &mut Criterion) {
     let source = "100.0.0.1:7777".parse().unwrap();
     let from_host = ipv4_packet(Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2), 1400);
     c.bench_function("source check: 100k table", |b| {
-        b.iter(|| table.admit(black_box(&from_host), source, false))
+        b.iter(|| {
+            table.admit(
+                black_box(&from_host),
+                source,
+                false,
+                1_000,
+                Roaming { hold_ms: 15_000, keyed: false },
+            )
+        })
     });
     c.bench_function("check: 1400-byte IPv4 datagram", |b| b.iter(|| packet::check(black_box(&to_host))));
     let mut out = [0u8; 1500];

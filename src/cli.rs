@@ -16,7 +16,7 @@ use crate::peers::Prefix;
 /// Tunnel IP packets over UDP: each packet routed into the TUN device goes, whole and unchanged,
 /// as one UDP datagram to the real address of its destination (the Linux FOU direct format).
 #[derive(Parser, Debug)]
-#[command(version, about, max_term_width = 100, args_override_self = true)]
+#[command(version, about, max_term_width = 100, args_override_self = true, subcommand_negates_reqs = true)]
 #[command(group(ArgGroup::new("peers").required(true).args(["remote_address", "hosts_file", "hosts_url"])))]
 pub struct Cli {
     /// Address the UDP socket binds; `::` listens on IPv4 and IPv6.
@@ -101,6 +101,21 @@ pub struct Cli {
     #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_interval)]
     pub resolve_interval: Duration,
 
+    /// Seconds a round of host-name lookups may take; a name with no answer by then keeps its
+    /// last address.
+    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_interval)]
+    pub resolve_timeout: Duration,
+
+    /// Seconds a peer's current address stays in force after it was last heard: a datagram from
+    /// another port of the peer's IP moves the peer only once it has been silent this long.
+    #[arg(long, default_value = "15", value_name = "SECS", value_parser = parse_interval)]
+    pub roam_hold: Duration,
+
+    /// File holding the shared key (`udptun genkey`): keepalives are authenticated, and only an
+    /// authenticated keepalive moves a peer to a new port. Every node needs the same key.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
@@ -129,6 +144,17 @@ pub struct Cli {
     /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short = 'v', long, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// What to do instead of running the tunnel.
+    #[command(subcommand)]
+    pub action: Option<Action>,
+}
+
+/// Commands other than running the tunnel.
+#[derive(clap::Subcommand, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Print a new random key for --key (64 hex digits) and exit.
+    Genkey,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {

@@ -1,23 +1,26 @@
 //! The control plane: turns the configured peer source (one remote, a hosts file, a hosts URL)
 //! into a [`PeerTable`] and keeps it current: reloads on SIGHUP and when the file changes,
-//! refetches the URL, re-resolves host names, and sends keepalives. Each new table is published
-//! whole; a source that fails once running leaves the last good table in force.
+//! refetches the URL and re-resolves host names. Each new table is published whole; a source
+//! that fails once running leaves the last good table in force. Keepalives run on a thread of
+//! their own and name lookups on a pool, so that nothing slow here delays what has a deadline.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use socket2::Socket;
 
 use crate::datapath::Shared;
-use crate::fetch::{Fetched, Fetcher};
+use crate::fetch::{Fetched, Fetcher, MAX_BODY_BYTES};
 use crate::hosts::{self, Entry};
+use crate::keepalive::{self, Key};
 use crate::peers::PeerTable;
 use crate::udp;
 
@@ -31,16 +34,12 @@ pub enum Family {
 }
 
 /// Resolves `host` (a name or an address literal) to the first address of a usable family.
+/// A name may block for as long as the system resolver likes: call it through [`Resolver`].
 pub fn resolve(host: &str, port: u16, family: Family) -> io::Result<SocketAddr> {
-    let usable = |addr: &SocketAddr| family == Family::Any || addr.is_ipv4();
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        let addr = SocketAddr::new(ip, port);
-        return if usable(&addr) {
-            Ok(addr)
-        } else {
-            Err(io::Error::other("an IPv6 peer needs an IPv6 socket (-a ::)"))
-        };
+    if let Some(literal) = resolve_literal(host, port, family) {
+        return literal;
     }
+    let usable = |addr: &SocketAddr| family == Family::Any || addr.is_ipv4();
     let found: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
     found.iter().copied().find(usable).ok_or_else(|| {
         io::Error::other(if found.is_empty() {
@@ -49,6 +48,99 @@ pub fn resolve(host: &str, port: u16, family: Family) -> io::Result<SocketAddr> 
             "only IPv6 addresses found; an IPv6 peer needs an IPv6 socket (-a ::)"
         })
     })
+}
+
+/// `host` as an address literal, if it is one (no lookup needed).
+fn resolve_literal(host: &str, port: u16, family: Family) -> Option<io::Result<SocketAddr>> {
+    let ip = host.parse::<IpAddr>().ok()?;
+    Some(if family == Family::Any || ip.is_ipv4() {
+        Ok(SocketAddr::new(ip, port))
+    } else {
+        Err(io::Error::other("an IPv6 peer needs an IPv6 socket (-a ::)"))
+    })
+}
+
+/// Host-name lookups off the control thread: a few worker threads resolve in parallel, and a
+/// round of lookups ends at its deadline whatever the resolver does. A lookup that never
+/// returns ties up one worker, never the control plane; lookups whose round is over are skipped.
+pub struct Resolver {
+    jobs: mpsc::Sender<Lookup>,
+    family: Family,
+    timeout: Duration,
+}
+
+/// How many lookups run at once.
+const RESOLVER_THREADS: usize = 8;
+
+type Name = (String, u16);
+
+struct Lookup {
+    name: Name,
+    deadline: Instant,
+    reply: mpsc::Sender<(Name, io::Result<SocketAddr>)>,
+}
+
+impl Resolver {
+    /// Starts the workers; each round of lookups gives up after `timeout`.
+    pub fn new(family: Family, timeout: Duration) -> io::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Lookup>();
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..RESOLVER_THREADS {
+            let queue = queue.clone();
+            thread::Builder::new().name(format!("resolver-{index}")).spawn(move || {
+                loop {
+                    let next = queue.lock().map_err(drop).and_then(|q| q.recv().map_err(drop));
+                    let Ok(job) = next else { return };
+                    if Instant::now() < job.deadline {
+                        let result = resolve(&job.name.0, job.name.1, family);
+                        let _ = job.reply.send((job.name, result));
+                    }
+                }
+            })?;
+        }
+        Ok(Self { jobs, family, timeout })
+    }
+
+    /// Resolves every name in `names`; a name with no answer within the timeout gets an error.
+    fn resolve_all(&self, names: impl IntoIterator<Item = Name>) -> HashMap<Name, io::Result<SocketAddr>> {
+        let deadline = Instant::now() + self.timeout;
+        let (reply, answers) = mpsc::channel();
+        let mut results = HashMap::new();
+        let mut pending = 0;
+        for name in names {
+            if results.contains_key(&name) {
+                continue;
+            }
+            if let Some(literal) = resolve_literal(&name.0, name.1, self.family) {
+                results.insert(name, literal);
+                continue;
+            }
+            let job = Lookup { name: name.clone(), deadline, reply: reply.clone() };
+            results.insert(name, Err(io::Error::new(io::ErrorKind::TimedOut, "no answer")));
+            if self.jobs.send(job).is_ok() {
+                pending += 1;
+            }
+        }
+        while pending > 0 {
+            match answers.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((name, result)) => {
+                    pending -= 1;
+                    results.insert(name, result);
+                }
+                Err(_) => break,
+            }
+        }
+        let timeout = self.timeout;
+        for result in results.values_mut() {
+            if matches!(result, Err(e) if e.kind() == io::ErrorKind::TimedOut) {
+                *result = Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {} s (--resolve-timeout)", timeout.as_secs_f64()),
+                ));
+            }
+        }
+        results
+    }
 }
 
 /// What the table is made from, before names are resolved.
@@ -112,17 +204,8 @@ pub enum Source {
 pub struct Timing {
     /// Between fetches of the hosts URL (before jitter).
     pub url_interval: Duration,
-    /// Between re-resolutions of host names.
+    /// Between re-resolutions of host names (and retries of a hosts file that failed).
     pub resolve_interval: Duration,
-}
-
-/// Keepalives to every peer at `interval`, sent from `socket` (one of the tunnel's, so that
-/// they open the same NAT mapping as the traffic).
-pub struct Keepalive {
-    /// Between two rounds.
-    pub interval: Duration,
-    /// The socket they leave from.
-    pub socket: Socket,
 }
 
 /// What the main thread tells the control plane.
@@ -133,7 +216,7 @@ pub enum Command {
 }
 
 /// The address each (host, port) of a document resolved to.
-type Resolved = HashMap<(String, u16), SocketAddr>;
+type Resolved = HashMap<Name, SocketAddr>;
 
 /// How often a hosts file is checked for changes.
 const FILE_CHECK: Duration = Duration::from_secs(1);
@@ -141,11 +224,14 @@ const FILE_CHECK: Duration = Duration::from_secs(1);
 /// The control plane's state: the source, the current document and the last good addresses.
 pub struct Control {
     source: Source,
-    family: Family,
+    resolver: Resolver,
     document: Document,
     /// The last address each host name resolved to, kept when a later lookup fails.
     resolved: Resolved,
+    /// The version of the hosts file whose table is in force (or that last failed).
     file_stamp: Option<FileStamp>,
+    /// The last reload failed: try again at the next re-resolution.
+    retry: bool,
 }
 
 /// What identifies a version of a file without reading it.
@@ -162,23 +248,24 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     Some(FileStamp { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() })
 }
 
+/// What marks a new document as the one in force, once its table is published.
+enum Version {
+    None,
+    Stamp(Option<FileStamp>),
+    Validators(crate::fetch::Validators),
+}
+
 impl Control {
     /// Loads the first table. Any failure here is fatal: there would be nothing to run.
-    pub fn start(mut source: Source, family: Family) -> Result<(Self, PeerTable)> {
-        let (document, file_stamp) = match &mut source {
-            Source::Remote(host, port) => (Document::Remote(host.clone(), *port), None),
-            Source::File(path) => {
-                let stamp = stamp(path);
-                (read_file(path)?, stamp)
-            }
-            Source::Url(fetcher) => match fetcher.fetch()? {
-                Fetched::Document(text) => (parse(&text, fetcher.url().as_str())?, None),
-                Fetched::Unchanged => unreachable!("the first fetch sends no validators"),
-            },
-        };
-        let mut control = Self { source, family, document, resolved: HashMap::new(), file_stamp };
-        let (table, resolved) = control.resolve(&control.document, true)?;
+    pub fn start(source: Source, resolver: Resolver) -> Result<(Self, PeerTable)> {
+        let document = Document::Hosts(Vec::new());
+        let mut control =
+            Self { source, resolver, document, resolved: HashMap::new(), file_stamp: None, retry: false };
+        let (document, version) = control.read_source()?.context("the first fetch")?;
+        let (table, resolved) = control.resolve(&document, true)?;
+        control.document = document;
         control.resolved = resolved;
+        control.commit(version);
         Ok((control, table))
     }
 
@@ -190,17 +277,53 @@ impl Control {
         }
     }
 
-    /// Resolves every host of `document`, returning the table and the addresses found. With
-    /// `strict`, a name that does not resolve is an error; without, it keeps its last address
-    /// (and only a name never resolved is an error).
+    /// Reads the source: a new document and what marks its version, or `None` if the server
+    /// says the one in force is unchanged.
+    fn read_source(&mut self) -> Result<Option<(Document, Version)>> {
+        match &mut self.source {
+            Source::Remote(host, port) => Ok(Some((Document::Remote(host.clone(), *port), Version::None))),
+            Source::File(path) => {
+                let stamp = stamp(path);
+                Ok(Some((read_file(path)?, Version::Stamp(stamp))))
+            }
+            Source::Url(fetcher) => match fetcher.fetch()? {
+                Fetched::Unchanged => Ok(None),
+                Fetched::Document(text, validators) => {
+                    Ok(Some((parse(&text, fetcher.url().as_str())?, Version::Validators(validators))))
+                }
+            },
+        }
+    }
+
+    /// The table of the document marked by `version` is in force.
+    fn commit(&mut self, version: Version) {
+        match (version, &mut self.source) {
+            (Version::Stamp(stamp), _) => self.file_stamp = stamp,
+            (Version::Validators(validators), Source::Url(fetcher)) => fetcher.commit(validators),
+            _ => {}
+        }
+        self.retry = false;
+    }
+
+    /// Resolves every host of `document` (in parallel, each round within the resolve timeout),
+    /// returning the table and the addresses found. With `strict`, a name that does not resolve
+    /// is an error; without, it keeps its last address (and only a name never resolved is an
+    /// error).
     fn resolve(&self, document: &Document, strict: bool) -> Result<(PeerTable, Resolved)> {
-        let family = self.family;
+        let names: Vec<Name> = match document {
+            Document::Remote(host, port) => vec![(host.clone(), *port)],
+            Document::Hosts(entries) => entries.iter().map(|e| (e.host.clone(), e.port)).collect(),
+        };
+        let mut results = self.resolver.resolve_all(names);
         let origin = self.origin();
         let previous = &self.resolved;
         let mut fresh = Resolved::new();
         let table = build_table(document, &origin, &mut |host, port| {
-            let result =
-                resolve(host, port, family).or_else(|error| match previous.get(&(host.to_string(), port)) {
+            let name = (host.to_string(), port);
+            let result = results
+                .remove(&name)
+                .unwrap_or_else(|| Err(io::Error::other("not looked up")))
+                .or_else(|error| match previous.get(&name) {
                     Some(last) if !strict => {
                         tracing::warn!("{origin}: `{host}` does not resolve ({error}); keeping {last}");
                         Ok(*last)
@@ -208,14 +331,14 @@ impl Control {
                     _ => Err(error),
                 });
             if let Ok(addr) = result {
-                fresh.insert((host.to_string(), port), addr);
+                fresh.insert(name, addr);
             }
             result
         })?;
         Ok((table, fresh))
     }
 
-    /// Publishes `table`, carrying over the ports the current one learned.
+    /// Publishes `table`, carrying over what the current one learned.
     fn publish(&self, shared: &Shared, table: PeerTable, why: &str) {
         let current = shared.table.load();
         table.inherit_learned(&current);
@@ -230,35 +353,22 @@ impl Control {
         shared.stats.last_load_unix.store(unix_now(), Relaxed);
     }
 
-    /// Rereads the source; a failure keeps the current table and says why.
+    /// Rereads the source; a failure keeps the current table, says why, and forgets the
+    /// version, so that the next fetch or check loads the document whole.
     fn reload(&mut self, shared: &Shared) {
-        let document = match &mut self.source {
-            Source::Remote(..) => Ok(Some(self.document.clone())),
-            Source::File(path) => {
-                self.file_stamp = stamp(path);
-                read_file(path).map(Some)
-            }
-            Source::Url(fetcher) => match fetcher.fetch() {
-                Ok(Fetched::Unchanged) => Ok(None),
-                Ok(Fetched::Document(text)) => {
-                    let url = fetcher.url().to_string();
-                    parse(&text, &url).inspect_err(|_| fetcher.forget_validators()).map(Some)
-                }
-                Err(e) => Err(e),
-            },
-        };
-        let result = document.and_then(|document| match document {
+        let result = self.read_source().and_then(|read| match read {
             None => Ok(None),
-            Some(document) => {
+            Some((document, version)) => {
                 let (table, resolved) = self.resolve(&document, true)?;
-                Ok(Some((document, table, resolved)))
+                Ok(Some((document, version, table, resolved)))
             }
         });
         match result {
-            Ok(Some((document, table, resolved))) => {
+            Ok(Some((document, version, table, resolved))) => {
                 self.document = document;
                 self.resolved = resolved;
                 self.publish(shared, table, "loaded");
+                self.commit(version);
             }
             Ok(None) => {
                 tracing::debug!("{}: unchanged", self.origin());
@@ -267,6 +377,15 @@ impl Control {
             Err(e) => {
                 shared.stats.load_failures.fetch_add(1, Relaxed);
                 tracing::error!("{e:#}; keeping the previous table");
+                match &mut self.source {
+                    Source::Url(fetcher) => fetcher.forget_validators(),
+                    // Not reloaded every second while it stays broken, but retried.
+                    Source::File(path) => {
+                        self.file_stamp = stamp(path);
+                        self.retry = true;
+                    }
+                    Source::Remote(..) => {}
+                }
             }
         }
     }
@@ -293,22 +412,14 @@ impl Control {
     }
 
     /// Runs the control plane until `commands` closes.
-    pub fn run(
-        mut self,
-        shared: Arc<Shared>,
-        timing: Timing,
-        keepalive: Option<Keepalive>,
-        commands: Receiver<Command>,
-    ) {
+    pub fn run(mut self, shared: Arc<Shared>, timing: Timing, commands: Receiver<Command>) {
         let now = Instant::now();
         let mut next_fetch = now + jittered(timing.url_interval);
         let mut next_resolve = now + timing.resolve_interval;
         let mut next_file_check = now + FILE_CHECK;
-        let mut next_keepalive = keepalive.as_ref().map(|k| now + k.interval);
         loop {
             let deadline = [
                 Some(next_resolve),
-                next_keepalive,
                 matches!(self.source, Source::Url(_)).then_some(next_fetch),
                 matches!(self.source, Source::File(_)).then_some(next_file_check),
             ]
@@ -340,30 +451,57 @@ impl Control {
             }
             if now >= next_resolve {
                 next_resolve = now + timing.resolve_interval;
-                if self.has_names() {
+                if self.retry {
+                    self.reload(&shared);
+                } else if self.has_names() {
                     self.re_resolve(&shared);
                 }
-            }
-            if let (Some(keepalive), Some(due)) = (&keepalive, &mut next_keepalive)
-                && now >= *due
-            {
-                *due = now + keepalive.interval;
-                send_keepalives(&keepalive.socket, &shared);
             }
         }
     }
 }
 
-/// Sends a zero-length datagram to every peer: it keeps NAT mappings open, and receivers (this
-/// tool, and kernel FOU, which finds no IP header in it) drop it without a word.
-fn send_keepalives(socket: &Socket, shared: &Shared) {
-    let is_v6 = socket.local_addr().ok().and_then(|a| a.as_socket()).is_some_and(|a| a.is_ipv6());
-    let table = shared.table.load();
-    for peer in table.peers() {
-        if let Err(e) = socket.send_to(&[], &udp::to_socket_family(peer, is_v6).into()) {
-            tracing::debug!("keepalive to {peer} failed: {e}");
+/// Keepalives to every peer at `interval`, sent from `socket` (one of the tunnel's, so that
+/// they open the same NAT mapping as the traffic).
+pub struct Keepalive {
+    /// Between two rounds.
+    pub interval: Duration,
+    /// The socket they leave from.
+    pub socket: Socket,
+    /// With a key, keepalives are authenticated and name this node by `sender`.
+    pub key: Option<(Key, IpAddr)>,
+}
+
+/// Sends keepalives on a thread of their own, so that they leave on time whatever the control
+/// plane is waiting for (a hung resolver, a slow hosts server).
+pub fn spawn_keepalives(keepalive: Keepalive, shared: Arc<Shared>) -> io::Result<()> {
+    thread::Builder::new().name("keepalive".into()).spawn(move || {
+        let is_v6 =
+            keepalive.socket.local_addr().ok().and_then(|a| a.as_socket()).is_some_and(|a| a.is_ipv6());
+        let mut counter = 0;
+        let mut next = Instant::now() + keepalive.interval;
+        loop {
+            thread::sleep(next.saturating_duration_since(Instant::now()));
+            next += keepalive.interval;
+            let sealed;
+            let payload: &[u8] = match &keepalive.key {
+                None => &[],
+                Some((key, sender)) => {
+                    counter = keepalive::next_counter(counter, unix_micros());
+                    sealed = keepalive::seal(key, *sender, counter);
+                    &sealed
+                }
+            };
+            let table = shared.table.load();
+            for peer in table.peers() {
+                if let Err(e) = keepalive.socket.send_to(payload, &udp::to_socket_family(peer, is_v6).into())
+                {
+                    tracing::debug!("keepalive to {peer} failed: {e}");
+                }
+            }
         }
-    }
+    })?;
+    Ok(())
 }
 
 /// `interval` ± 10 %, so that many nodes polling one server do not do it in step.
@@ -375,13 +513,25 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
 fn parse(text: &str, origin: &str) -> Result<Document> {
     hosts::parse(text).map(Document::Hosts).map_err(|e| anyhow!("{origin}: {e}"))
 }
 
+/// Reads a hosts file, refusing one larger than a hosts URL may be (bounded memory).
 fn read_file(path: &Path) -> Result<Document> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    parse(&text, &path.display().to_string())
+    use std::io::Read;
+    let origin = path.display().to_string();
+    let file = std::fs::File::open(path).with_context(|| origin.clone())?;
+    let mut text = String::new();
+    file.take(MAX_BODY_BYTES + 1).read_to_string(&mut text).with_context(|| origin.clone())?;
+    if text.len() as u64 > MAX_BODY_BYTES {
+        anyhow::bail!("{origin}: larger than {MAX_BODY_BYTES} bytes");
+    }
+    parse(&text, &origin)
 }
 
 /// A fetch may take up to 30 s, but never longer than the interval between two fetches.

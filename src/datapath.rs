@@ -16,9 +16,10 @@ use arc_swap::ArcSwap;
 use socket2::Socket;
 use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
+use crate::keepalive::{self, Key};
 use crate::packet;
-use crate::peers::{Admission, PeerTable, Verdict};
-use crate::stats::{Drop, RateLimit, Stats};
+use crate::peers::{Admission, KeepaliveOutcome, PeerTable, Roaming, Verdict};
+use crate::stats::{Drop, KeepaliveRefusal, RateLimit, Stats};
 use crate::tun;
 use crate::udp::{self, Receiver, Sender};
 
@@ -70,6 +71,10 @@ pub struct Options {
     pub busy_poll: Duration,
     /// Accept packets whatever their outer source address (no source check).
     pub accept_any_source: bool,
+    /// When a datagram from another port of a peer's IP moves the peer.
+    pub roaming: Roaming,
+    /// The shared key that authenticates keepalives (`--key`).
+    pub key: Option<Key>,
 }
 
 /// Starts one thread per queue. A thread that hits an unrecoverable error (the TUN device
@@ -142,6 +147,8 @@ struct Limits {
     malformed: RateLimit,
     source_check: RateLimit,
     new_port: RateLimit,
+    roaming_refused: RateLimit,
+    keepalive_refused: RateLimit,
     send_error: RateLimit,
     tun_read_error: RateLimit,
     tun_write_error: RateLimit,
@@ -155,6 +162,8 @@ impl Default for Limits {
             malformed: second(),
             source_check: second(),
             new_port: second(),
+            roaming_refused: second(),
+            keepalive_refused: second(),
             send_error: second(),
             tun_read_error: second(),
             tun_write_error: second(),
@@ -328,13 +337,19 @@ impl Inbound {
             }
         }
         let table = shared.table.load();
+        let now = clock_ms();
         let (mut count, mut bytes, mut malformed, mut write_failures) = (0u64, 0u64, 0u64, 0u64);
-        let (mut keepalives, mut spoofed) = (0u64, 0u64);
+        let (mut keepalives, mut spoofed, mut roaming_refused) = (0u64, 0u64, 0u64);
         let mut used = 0;
         for (source, datagram) in self.receiver.datagrams() {
             if datagram.is_empty() {
                 keepalives += 1;
-                note_new_port(table.keepalive_from(source), limits);
+                roaming_refused += note_admission(table.keepalive_from(source, now, options.roaming), limits);
+                continue;
+            }
+            if datagram[0] == keepalive::KIND {
+                keepalives += 1;
+                authenticated_keepalive(&table, options.key.as_ref(), source, datagram, now, shared, limits);
                 continue;
             }
             if let Err(reason) = packet::check(datagram) {
@@ -342,8 +357,8 @@ impl Inbound {
                 warn_limited!(limits.malformed, "dropped a datagram from {source}: {}", reason.as_str());
                 continue;
             }
-            let admission = table.admit(datagram, source, options.accept_any_source);
-            note_new_port(admission, limits);
+            let admission = table.admit(datagram, source, options.accept_any_source, now, options.roaming);
+            roaming_refused += note_admission(admission, limits);
             if admission == Admission::Rejected {
                 spoofed += 1;
                 warn_limited!(
@@ -380,6 +395,7 @@ impl Inbound {
         shared.stats.drop(Drop::SourceCheck, spoofed);
         shared.stats.drop(Drop::TunWriteError, write_failures);
         add(&shared.stats.keepalives_received, keepalives);
+        add(&shared.stats.roaming_refused, roaming_refused);
         add(&shared.stats.received_packets, count);
         add(&shared.stats.received_bytes, bytes);
         Ok(true)
@@ -422,11 +438,67 @@ fn gone(e: io::Error) -> io::Error {
 }
 
 /// Tells the operator when a peer's replies start going to another port (it is behind a NAT
-/// that rewrote its port, or the NAT's mapping changed).
-fn note_new_port(admission: Admission, limits: &Limits) {
-    if let Admission::AcceptedFromNewPort { configured, now } = admission {
-        warn_limited!(limits.new_port, "peer {configured} is now reached at {now} (behind NAT?)");
+/// that rewrote its port, or the NAT's mapping changed), or when a datagram from another port
+/// of a peer's IP did not move it. Returns 1 for a refused move (to be counted), else 0.
+fn note_admission(admission: Admission, limits: &Limits) -> u64 {
+    match admission {
+        Admission::AcceptedFromNewPort { configured, now } => {
+            warn_limited!(limits.new_port, "peer {configured} is now reached at {now} (behind NAT?)");
+            0
+        }
+        Admission::AcceptedMoveRefused { current, from } => {
+            warn_limited!(
+                limits.roaming_refused,
+                "a datagram from {from} did not move the peer at {current}: it is still active \
+                 (--roam-hold), or only an authenticated keepalive moves it (--key)"
+            );
+            1
+        }
+        Admission::Accepted | Admission::Rejected => 0,
     }
+}
+
+/// Checks and applies an authenticated keepalive (a datagram that starts with
+/// [`keepalive::KIND`]); a refused one is counted by reason and logged at a limited rate.
+fn authenticated_keepalive(
+    table: &PeerTable,
+    key: Option<&Key>,
+    source: SocketAddr,
+    datagram: &[u8],
+    now: u64,
+    shared: &Shared,
+    limits: &Limits,
+) {
+    let refusal = match key.map(|key| keepalive::open(key, datagram)) {
+        None => KeepaliveRefusal::NoKey,
+        Some(Err(_)) => KeepaliveRefusal::Forged,
+        Some(Ok(keepalive)) => {
+            match table.authenticated_keepalive(keepalive.sender, keepalive.counter, source, now) {
+                KeepaliveOutcome::Heard => return,
+                KeepaliveOutcome::Moved { configured, now } => {
+                    warn_limited!(
+                        limits.new_port,
+                        "peer {configured} is now reached at {now} (authenticated)"
+                    );
+                    return;
+                }
+                KeepaliveOutcome::Replayed => KeepaliveRefusal::Replayed,
+                KeepaliveOutcome::UnknownSender => KeepaliveRefusal::UnknownSender,
+            }
+        }
+    };
+    shared.stats.keepalives_refused[refusal as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    warn_limited!(
+        limits.keepalive_refused,
+        "refused an authenticated keepalive from {source}: {}",
+        refusal.name()
+    );
+}
+
+/// Milliseconds on the data plane's clock (monotonic, never 0): what "heard" times are in.
+pub fn clock_ms() -> u64 {
+    static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64 + 1
 }
 
 fn add(counter: &std::sync::atomic::AtomicU64, value: u64) {

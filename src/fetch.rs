@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
@@ -24,26 +24,40 @@ pub struct Trust<'a> {
     pub ca_path: Option<&'a Path>,
 }
 
-/// Fetches one URL again and again, remembering the validators of the last document so that an
-/// unchanged document costs the server a 304.
+/// Fetches one URL again and again, sending the validators of the document whose table is in
+/// force, so that an unchanged document costs the server a 304.
 pub struct Fetcher {
     agent: ureq::Agent,
     url: Url,
+    timeout: Duration,
+    /// The validators of the document in force: committed only once its table is published.
+    committed: Validators,
+}
+
+/// What identifies a version of the document to its server (ETag, Last-Modified).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Validators {
     etag: Option<String>,
     last_modified: Option<String>,
+}
+
+impl Validators {
+    fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
 }
 
 /// The outcome of a fetch that worked.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fetched {
-    /// A new document.
-    Document(String),
-    /// The server says the document has not changed since the last fetch.
+    /// A new document, and its validators: commit them once its table is in force.
+    Document(String, Validators),
+    /// The server says the document in force has not changed.
     Unchanged,
 }
 
 impl Fetcher {
-    /// A fetcher for `url` whose every fetch ends within `timeout`.
+    /// A fetcher for `url` whose every fetch, redirects included, ends within `timeout`.
     pub fn new(url: &str, trust: &Trust<'_>, timeout: Duration) -> Result<Self> {
         let url = Url::parse(url).with_context(|| format!("`{url}` is not a valid URL"))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -52,13 +66,15 @@ impl Fetcher {
         let tls = TlsConfig::builder().root_certs(root_certs(trust)?).build();
         let agent = ureq::Agent::config_builder()
             .tls_config(tls)
-            .timeout_global(Some(timeout))
             .max_redirects(0)
             .http_status_as_error(false)
             .user_agent(concat!("udptun/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
-        Ok(Self { agent, url, etag: None, last_modified: None })
+        if url.scheme() == "http" {
+            tracing::warn!("{url}: plain http: anyone on the path can rewrite the peer table; use https");
+        }
+        Ok(Self { agent, url, timeout, committed: Validators::default() })
     }
 
     /// The URL fetched.
@@ -66,20 +82,33 @@ impl Fetcher {
         &self.url
     }
 
-    /// Fetches the document, following up to ten redirects but never from https to http.
+    /// Fetches the document, following up to ten redirects but never from https to http, all
+    /// within one deadline.
     pub fn fetch(&mut self) -> Result<Fetched> {
+        let deadline = Instant::now() + self.timeout;
+        let sent_validators = !self.committed.is_empty();
         let mut url = self.url.clone();
         for _ in 0..=MAX_REDIRECTS {
-            let mut request = self.agent.get(url.as_str());
-            if let Some(etag) = &self.etag {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                bail!("{}: timed out after {:?} (redirects included)", self.url, self.timeout);
+            }
+            let mut request = self.agent.get(url.as_str()).config().timeout_global(Some(remaining)).build();
+            if let Some(etag) = &self.committed.etag {
                 request = request.header("If-None-Match", etag);
             }
-            if let Some(date) = &self.last_modified {
+            if let Some(date) = &self.committed.last_modified {
                 request = request.header("If-Modified-Since", date);
             }
             let mut response = request.call().map_err(|e| anyhow!("{url}: {}", describe(&e)))?;
             let status = response.status();
-            if status.is_redirection() && status.as_u16() != 304 {
+            if status.as_u16() == 304 {
+                if !sent_validators {
+                    bail!("{url}: HTTP 304 Not Modified to a request that named no version");
+                }
+                return Ok(Fetched::Unchanged);
+            }
+            if status.is_redirection() {
                 let location = response
                     .headers()
                     .get("location")
@@ -93,32 +122,32 @@ impl Fetcher {
                 url = next;
                 continue;
             }
-            if status.as_u16() == 304 {
-                return Ok(Fetched::Unchanged);
-            }
             if !status.is_success() {
                 bail!("{url}: HTTP {status}");
             }
             let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
-            let (etag, last_modified) = (header("etag"), header("last-modified"));
+            let validators = Validators { etag: header("etag"), last_modified: header("last-modified") };
             let body = response
                 .body_mut()
                 .with_config()
                 .limit(MAX_BODY_BYTES)
                 .read_to_string()
                 .map_err(|e| anyhow!("{url}: {}", describe(&e)))?;
-            self.etag = etag;
-            self.last_modified = last_modified;
-            return Ok(Fetched::Document(body));
+            return Ok(Fetched::Document(body, validators));
         }
         bail!("{}: more than {MAX_REDIRECTS} redirects", self.url)
+    }
+
+    /// The table built from the document these validators came with is in force: later fetches
+    /// ask whether it changed.
+    pub fn commit(&mut self, validators: Validators) {
+        self.committed = validators;
     }
 
     /// Forgets the validators, so that the next fetch gets the whole document even if unchanged
     /// (after a document that did not load).
     pub fn forget_validators(&mut self) {
-        self.etag = None;
-        self.last_modified = None;
+        self.committed = Validators::default();
     }
 }
 

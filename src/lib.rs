@@ -1,6 +1,6 @@
 //! udptun: IP packets over UDP in user space, in the Linux FOU direct wire format.
 //!
-//! The pure core (`packet`, `peers`, `hosts`, `batch`) decides and does no I/O; the edges
+//! The pure core (`packet`, `peers`, `hosts`, `keepalive`, `batch`) decides and does no I/O; the edges
 //! (`tun`, `udp`, `fetch`, `netlink`, `metrics`) do the I/O; `control` keeps the peer table
 //! current and `datapath` moves packets. The binary (`main.rs`) wires them together. See
 //! ARCHITECTURE.md.
@@ -11,6 +11,7 @@ pub mod control;
 pub mod datapath;
 pub mod fetch;
 pub mod hosts;
+pub mod keepalive;
 pub mod metrics;
 pub mod netlink;
 pub mod packet;

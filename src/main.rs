@@ -5,8 +5,10 @@
 //! threads and then waits for a signal or a fatal error. See ARCHITECTURE.md.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
@@ -17,11 +19,13 @@ use clap::CommandFactory;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
 
-use udptun::cli::{self, Cli};
-use udptun::control::{self, Command, Control, Family, Keepalive, Source, Timing};
+use udptun::cli::{self, Action, Cli};
+use udptun::control::{self, Command, Control, Family, Keepalive, Resolver, Source, Timing};
 use udptun::datapath::{self, Fatal, Options, Queue, Shared};
 use udptun::fetch::{Fetcher, Trust};
+use udptun::keepalive::Key;
 use udptun::netlink::Netlink;
+use udptun::peers::Roaming;
 use udptun::{metrics, privileges, tun, udp};
 
 fn main() -> ExitCode {
@@ -34,6 +38,18 @@ fn main() -> ExitCode {
     };
     if cli.generate_man {
         return print_generated(|out| clap_mangen::Man::new(Cli::command()).section("8").render(out));
+    }
+    if cli.action == Some(Action::Genkey) {
+        return match random_key() {
+            Ok(bytes) => {
+                println!("{}", Key::from_bytes(bytes).to_hex());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("udptun: genkey: {error}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if let Some(shell) = cli.generate_completions {
         return print_generated(|out| {
@@ -80,13 +96,21 @@ enum Event {
 }
 
 fn run(cli: &Cli) -> Result<()> {
+    // Signal handlers first: a SIGHUP during the first fetch queues a reload, and SIGTERM ends
+    // the process at any time (during start-up, at once).
+    // process at any time (during start-up, at once). The handlers are installed here; the
+    // thread that reads what they caught starts once privileges are dropped.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+
     let family = if cli.local_address.is_ipv6() { Family::Any } else { Family::V4 };
     let identity = match &cli.user {
         Some(user) => Some(privileges::resolve(user, cli.group.as_deref())?),
         None => None,
     };
-
-    // The first table must load, or there is nothing to run (a supervisor will retry).
+    let key = match &cli.key {
+        Some(path) => Some(read_key(path)?),
+        None => None,
+    };
     let source = if let Some(host) = &cli.remote_address {
         Source::Remote(host.clone(), cli.remote_port)
     } else if let Some(path) = &cli.hosts_file {
@@ -97,8 +121,8 @@ fn run(cli: &Cli) -> Result<()> {
     } else {
         unreachable!("clap requires one of -A, --hosts-file, --hosts-url");
     };
-    let (control, table) = Control::start(source, family)?;
 
+    // Set-up, the only part that needs privileges: sockets, device, addresses, routes.
     let threads = match cli.threads {
         Some(n) => usize::from(n),
         None => thread::available_parallelism().map_or(1, |n| n.get()),
@@ -113,13 +137,48 @@ fn run(cli: &Cli) -> Result<()> {
     let gso = offload && udp::supports_gso(&sockets[0]);
     let gro = offload && sockets.iter().all(udp::enable_gro);
     let keepalive = match cli.keepalive {
-        Some(interval) => Some(Keepalive { interval, socket: sockets[0].try_clone()? }),
+        Some(interval) => Some(Keepalive {
+            interval,
+            socket: sockets[0].try_clone()?,
+            key: key.map(|key| (key, keepalive_sender(cli))),
+        }),
         None => None,
     };
-
     let device = tun::create(&cli.device, threads, offload, cli.mtu())
         .with_context(|| format!("creating TUN device {}", cli.device))?;
     configure_device(cli, &device.name)?;
+    let metrics_listener = match cli.metrics_listen {
+        Some(listen) => Some(metrics::bind(listen).with_context(|| format!("--metrics-listen {listen}"))?),
+        None => None,
+    };
+
+    // Nothing from here on needs a privilege: give them all up before the first fetch, parse
+    // or lookup, and before any other thread starts (threads inherit the empty sets).
+    if let Some((uid, gid)) = identity {
+        privileges::drop_to(uid, gid)?;
+        tracing::info!("now running as uid {uid}, gid {gid}");
+    }
+    privileges::drop_capabilities()?;
+
+    let (events, wake) = mpsc::channel();
+    let started = Arc::new(AtomicBool::new(false));
+    let signal_events = events.clone();
+    let signal_started = started.clone();
+    thread::Builder::new().name("signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            if signal != SIGHUP && !signal_started.load(Relaxed) {
+                tracing::info!("signal {signal} during start-up: exiting");
+                std::process::exit(0);
+            }
+            if signal_events.send(Event::Signal(signal)).is_err() {
+                break;
+            }
+        }
+    })?;
+
+    // The first table must load, or there is nothing to run (a supervisor will retry).
+    let resolver = Resolver::new(family, cli.resolve_timeout)?;
+    let (control, table) = Control::start(source, resolver)?;
     tracing::info!(
         "device {} (mtu {}), listening on {local}, {threads} thread(s), offloads: tun {}, gso {gso}, gro {gro}",
         device.name,
@@ -135,20 +194,19 @@ fn run(cli: &Cli) -> Result<()> {
         socket_is_v6: local.is_ipv6(),
         busy_poll: Duration::from_micros(cli.busy_poll),
         accept_any_source: cli.accept_any_source,
+        roaming: Roaming { hold_ms: cli.roam_hold.as_millis() as u64, keyed: key.is_some() },
+        key,
     };
     let queues = device.queues.into_iter().zip(sockets).map(|(device, socket)| Queue { device, socket });
-    let (events, wake) = mpsc::channel();
     let fatal_events = events.clone();
     let on_fatal = Arc::new(move |fatal| drop(fatal_events.send(Event::Fatal(fatal))));
     datapath::spawn(queues.collect(), options, &shared, on_fatal)?;
-    if let Some(listen) = cli.metrics_listen {
-        metrics::serve(listen, shared.clone()).with_context(|| format!("--metrics-listen {listen}"))?;
+    if let (Some(listener), Some(listen)) = (metrics_listener, cli.metrics_listen) {
+        metrics::serve(listener, shared.clone())?;
         tracing::info!("metrics at http://{listen}/metrics");
     }
-
-    if let Some((uid, gid)) = identity {
-        privileges::drop_to(uid, gid)?;
-        tracing::info!("now running as uid {uid}, gid {gid}");
+    if let Some(keepalive) = keepalive {
+        control::spawn_keepalives(keepalive, shared.clone())?;
     }
 
     let (commands, command_queue) = mpsc::channel();
@@ -156,18 +214,10 @@ fn run(cli: &Cli) -> Result<()> {
     let control_shared = shared.clone();
     thread::Builder::new()
         .name("control".into())
-        .spawn(move || control.run(control_shared, timing, keepalive, command_queue))?;
-
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    thread::Builder::new().name("signals".into()).spawn(move || {
-        for signal in signals.forever() {
-            if events.send(Event::Signal(signal)).is_err() {
-                break;
-            }
-        }
-    })?;
+        .spawn(move || control.run(control_shared, timing, command_queue))?;
 
     // Ready: the device is configured and the first table is loaded.
+    started.store(true, Relaxed);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     loop {
@@ -193,6 +243,37 @@ fn run(cli: &Cli) -> Result<()> {
             }
         }
     }
+}
+
+/// 32 random bytes from the kernel, for `udptun genkey`.
+fn random_key() -> std::io::Result<[u8; udptun::keepalive::KEY_LEN]> {
+    let mut bytes = [0u8; udptun::keepalive::KEY_LEN];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        // SAFETY: writes at most the rest of `bytes`.
+        let rc = unsafe { libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0) };
+        if rc < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        } else {
+            filled += rc as usize;
+        }
+    }
+    Ok(bytes)
+}
+
+/// Reads the shared key of `--key`.
+fn read_key(path: &Path) -> Result<Key> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--key {}", path.display()))?;
+    Key::parse(&text).map_err(|e| anyhow::anyhow!("--key {}: {e}", path.display()))
+}
+
+/// How authenticated keepalives name this node: its first tunnel address (`--address`), which
+/// its peers' tables map to it; unspecified when it has none (a one-to-one peer needs none).
+fn keepalive_sender(cli: &Cli) -> IpAddr {
+    cli.address.first().map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |a| a.addr)
 }
 
 /// Puts the addresses on the device, brings it up and adds the routes (`--address`, `--route`).

@@ -17,7 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::datapath::Shared;
-use crate::stats::Drop;
+use crate::stats::{Drop, KeepaliveRefusal};
 
 /// Encodes the counters of `Shared` at each scrape.
 struct StatsCollector(Arc<Shared>);
@@ -80,6 +80,22 @@ impl Collector for StatsCollector {
         )?;
         plain_counter(
             &mut encoder,
+            "udptun_roaming_refused",
+            "Datagrams from another port of a peer's IP that did not move the peer (it was active, or a key is set).",
+            load(&stats.roaming_refused),
+        )?;
+        let refusals: Vec<(&str, &str, u64)> = KeepaliveRefusal::ALL
+            .iter()
+            .map(|&reason| ("reason", reason.name(), load(&stats.keepalives_refused[reason as usize])))
+            .collect();
+        counter(
+            &mut encoder,
+            "udptun_keepalives_refused",
+            "Authenticated keepalives refused, by reason.",
+            &refusals,
+        )?;
+        plain_counter(
+            &mut encoder,
             "udptun_hosts_loads",
             "Peer tables published after the first.",
             load(&stats.tables_loaded),
@@ -107,9 +123,13 @@ impl Collector for StatsCollector {
     }
 }
 
-/// Binds `listen` and serves `/metrics` from a thread of its own.
-pub fn serve(listen: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(listen)?;
+/// Binds the metrics port (during set-up, while a port below 1024 may still be bound).
+pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(listen)
+}
+
+/// Serves `/metrics` on `listener` from a thread of its own.
+pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StatsCollector(shared)));
     thread::Builder::new().name("metrics".into()).spawn(move || {

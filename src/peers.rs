@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
 
 use crate::packet;
 
@@ -155,25 +155,66 @@ fn insert_len<K: std::hash::Hash + Eq, V>(maps: &mut Vec<(u8, HashMap<K, V>)>, l
     maps[index].1.insert(key, value);
 }
 
-/// A peer's real address, and the source port it was last seen sending from when a NAT between
-/// it and us rewrote its configured port.
+/// A peer's real address, the source port it was last seen sending from when a NAT between
+/// it and us rewrote its configured port, and when it was last heard there.
 #[derive(Debug)]
 pub struct Endpoint {
     configured: SocketAddr,
     /// The port replies go to instead of the configured one; 0 while none was learned.
     learned_port: AtomicU16,
+    /// When a datagram was last accepted from the current address (milliseconds on the data
+    /// plane's clock, at [`HEARD_GRANULARITY_MS`]); 0 while never.
+    last_heard: AtomicU64,
+    /// The highest authenticated keepalive counter accepted from this peer.
+    last_counter: AtomicU64,
+}
+
+/// `last_heard` is written at most this often per peer, so that the data plane's threads do
+/// not fight over its cache line on every packet.
+const HEARD_GRANULARITY_MS: u64 = 100;
+
+/// How the source check treats a datagram from another port of a peer's IP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roaming {
+    /// The current address stays in force while it was heard within this time (`--roam-hold`).
+    pub hold_ms: u64,
+    /// A shared key is set: only an authenticated keepalive moves a peer.
+    pub keyed: bool,
 }
 
 impl Endpoint {
     fn new(configured: SocketAddr) -> Self {
-        Self { configured, learned_port: AtomicU16::new(0) }
+        Self {
+            configured,
+            learned_port: AtomicU16::new(0),
+            last_heard: AtomicU64::new(0),
+            last_counter: AtomicU64::new(0),
+        }
     }
 
-    fn observe(&self, source: SocketAddr) -> Admission {
-        if self.learn(source.port()) {
-            Admission::AcceptedFromNewPort { configured: self.configured, now: self.current() }
-        } else {
-            Admission::Accepted
+    /// An accepted datagram (or plain keepalive) from `source`, an address of this peer's IP, at
+    /// `now` (milliseconds, never 0). From the current address it is heard; from another port
+    /// it moves the peer there only without a key, and only once the current address has been
+    /// silent for the hold time, so that whoever else shares the peer's IP cannot take an
+    /// active peer's traffic.
+    fn observe(&self, source: SocketAddr, now: u64, roaming: Roaming) -> Admission {
+        let current = self.current();
+        if source.port() == current.port() {
+            self.heard(now);
+            return Admission::Accepted;
+        }
+        let last = self.last_heard.load(Relaxed);
+        if roaming.keyed || (last != 0 && now.saturating_sub(last) < roaming.hold_ms) {
+            return Admission::AcceptedMoveRefused { current, from: source };
+        }
+        self.move_to(source.port(), now);
+        Admission::AcceptedFromNewPort { configured: self.configured, now: source }
+    }
+
+    fn heard(&self, now: u64) {
+        let last = self.last_heard.load(Relaxed);
+        if last == 0 || now.saturating_sub(last) >= HEARD_GRANULARITY_MS {
+            self.last_heard.store(now, Relaxed);
         }
     }
 
@@ -185,15 +226,17 @@ impl Endpoint {
         }
     }
 
-    /// Remembers that the peer sends from `port` (writes only on change, so that the data
-    /// plane's readers keep their cache line). Returns whether it changed.
-    fn learn(&self, port: u16) -> bool {
+    /// Sends to `port` from now on, heard at `now`.
+    fn move_to(&self, port: u16, now: u64) {
         let value = if port == self.configured.port() { 0 } else { port };
-        let changed = self.learned_port.load(Relaxed) != value;
-        if changed {
-            self.learned_port.store(value, Relaxed);
-        }
-        changed
+        self.learned_port.store(value, Relaxed);
+        self.last_heard.store(now, Relaxed);
+    }
+
+    fn inherit(&self, old: &Endpoint) {
+        self.learned_port.store(old.learned_port.load(Relaxed), Relaxed);
+        self.last_heard.store(old.last_heard.load(Relaxed), Relaxed);
+        self.last_counter.store(old.last_counter.load(Relaxed), Relaxed);
     }
 }
 
@@ -224,8 +267,34 @@ pub enum Admission {
         /// Where replies go now.
         now: SocketAddr,
     },
+    /// From another port of that peer's IP, while the peer's current address is active (or a
+    /// key is set): delivered, but replies still go to `current`.
+    AcceptedMoveRefused {
+        /// Where replies still go.
+        current: SocketAddr,
+        /// Where this one came from.
+        from: SocketAddr,
+    },
     /// Not from the peer its inner source maps to (or its inner source maps to none).
     Rejected,
+}
+
+/// What an authenticated keepalive did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepaliveOutcome {
+    /// From the peer's current address: it was heard.
+    Heard,
+    /// The peer moved: replies go to `now` from here on.
+    Moved {
+        /// The peer's configured address.
+        configured: SocketAddr,
+        /// Where replies go now.
+        now: SocketAddr,
+    },
+    /// Its counter is not above the last one accepted from that peer.
+    Replayed,
+    /// No peer at its source IP has the tunnel address it names.
+    UnknownSender,
 }
 
 /// What to do with one packet read from the TUN.
@@ -291,24 +360,59 @@ impl PeerTable {
     }
 
     /// The source check: whether `packet` (already checked to be one IP packet), received from
-    /// `source`, comes from the real address the table maps its inner source address to. An
-    /// accepted packet from another port than configured teaches the table that port (the peer
-    /// is behind a NAT). With `any_source` every packet is accepted, and still teaches ports.
-    pub fn admit(&self, packet: &[u8], source: SocketAddr, any_source: bool) -> Admission {
+    /// `source` at `now`, comes from the real address the table maps its inner source address
+    /// to (see [`Endpoint::observe`] for a port other than the current one). With `any_source`
+    /// every packet is accepted.
+    pub fn admit(
+        &self,
+        packet: &[u8],
+        source: SocketAddr,
+        any_source: bool,
+        now: u64,
+        roaming: Roaming,
+    ) -> Admission {
         let endpoint = packet::source(packet).and_then(|inner| self.endpoint_for(inner));
         match endpoint {
-            Some(endpoint) if endpoint.configured.ip() == source.ip() => endpoint.observe(source),
+            Some(endpoint) if endpoint.configured.ip() == source.ip() => {
+                endpoint.observe(source, now, roaming)
+            }
             _ if any_source => Admission::Accepted,
             _ => Admission::Rejected,
         }
     }
 
-    /// A keepalive came from `source`: if exactly one peer has that IP, learn its port.
-    pub fn keepalive_from(&self, source: SocketAddr) -> Admission {
+    /// A plain (empty) keepalive came from `source`: if exactly one peer has that IP, it was
+    /// heard (or moves, as [`Self::admit`] says).
+    pub fn keepalive_from(&self, source: SocketAddr, now: u64, roaming: Roaming) -> Admission {
         match self.by_ip.get(&source.ip()) {
-            Some(Some(index)) => self.endpoints[*index as usize].observe(source),
+            Some(Some(index)) => self.endpoints[*index as usize].observe(source, now, roaming),
             _ => Admission::Rejected,
         }
+    }
+
+    /// An authenticated keepalive (its MAC already checked) from `sender` (a tunnel address)
+    /// with `counter`, received from `source` at `now`: if the table maps `sender` to a peer
+    /// at `source`'s IP and the counter is new, that peer moves to `source` at once.
+    pub fn authenticated_keepalive(
+        &self,
+        sender: IpAddr,
+        counter: u64,
+        source: SocketAddr,
+        now: u64,
+    ) -> KeepaliveOutcome {
+        let Some(endpoint) = self.endpoint_for(sender) else { return KeepaliveOutcome::UnknownSender };
+        if endpoint.configured.ip() != source.ip() {
+            return KeepaliveOutcome::UnknownSender;
+        }
+        if endpoint.last_counter.fetch_max(counter, Relaxed) >= counter {
+            return KeepaliveOutcome::Replayed;
+        }
+        if endpoint.current() == source {
+            endpoint.heard(now);
+            return KeepaliveOutcome::Heard;
+        }
+        endpoint.move_to(source.port(), now);
+        KeepaliveOutcome::Moved { configured: endpoint.configured, now: source }
     }
 
     /// Every distinct peer, at the address packets go to now (for keepalives).
@@ -316,12 +420,15 @@ impl PeerTable {
         self.endpoints.iter().map(Endpoint::current)
     }
 
-    /// Takes over the ports `old` learned for peers this table has too, so that a reload does
-    /// not cut off peers behind NAT.
+    /// Takes over what `old` learned about peers this table has too (ports, when they were last
+    /// heard, keepalive counters), so that a reload cuts off no peer behind NAT and reopens no
+    /// replay window.
     pub fn inherit_learned(&self, old: &PeerTable) {
+        let by_address: HashMap<SocketAddr, &Endpoint> =
+            old.endpoints.iter().map(|e| (e.configured, e)).collect();
         for endpoint in &self.endpoints {
-            if let Some(previous) = old.endpoints.iter().find(|e| e.configured == endpoint.configured) {
-                endpoint.learned_port.store(previous.learned_port.load(Relaxed), Relaxed);
+            if let Some(previous) = by_address.get(&endpoint.configured) {
+                endpoint.inherit(previous);
             }
         }
     }
@@ -349,6 +456,12 @@ mod tests {
     fn peer(text: &str) -> SocketAddr {
         text.parse().unwrap()
     }
+
+    /// A moment on the data plane's clock, and roaming with no hold (ports move at once).
+    const T0: u64 = 1_000;
+    const FREE: Roaming = Roaming { hold_ms: 0, keyed: false };
+    const HOLD: Roaming = Roaming { hold_ms: 15_000, keyed: false };
+    const KEYED: Roaming = Roaming { hold_ms: 15_000, keyed: true };
 
     #[test]
     fn prefixes_parse_and_reject_bad_input() {
@@ -435,31 +548,35 @@ mod tests {
         let from_lan = echo_request_v4([10, 77, 0, 9], [192, 168, 100, 1]);
         let from_unknown = echo_request_v4([192, 168, 100, 9], [192, 168, 100, 1]);
         use Admission::{Accepted, Rejected};
-        assert_eq!(table.admit(&from_2, peer("192.0.2.2:7777"), false), Accepted);
+        assert_eq!(table.admit(&from_2, peer("192.0.2.2:7777"), false, T0, FREE), Accepted);
         assert_eq!(
-            table.admit(&from_lan, peer("192.0.2.2:7777"), false),
+            table.admit(&from_lan, peer("192.0.2.2:7777"), false, T0, FREE),
             Accepted,
             "prefix behind a gateway"
         );
         assert_eq!(
-            table.admit(&from_2, peer("192.0.2.1:7777"), false),
+            table.admit(&from_2, peer("192.0.2.1:7777"), false, T0, FREE),
             Rejected,
             "spoofed: .2 from .1's host"
         );
-        assert_eq!(table.admit(&from_2, peer("198.51.100.1:7777"), false), Rejected, "spoofed from outside");
         assert_eq!(
-            table.admit(&from_unknown, peer("192.0.2.2:7777"), false),
+            table.admit(&from_2, peer("198.51.100.1:7777"), false, T0, FREE),
+            Rejected,
+            "spoofed from outside"
+        );
+        assert_eq!(
+            table.admit(&from_unknown, peer("192.0.2.2:7777"), false, T0, FREE),
             Rejected,
             "inner source unmapped"
         );
         assert_eq!(
-            table.admit(&from_unknown, peer("198.51.100.1:7777"), true),
+            table.admit(&from_unknown, peer("198.51.100.1:7777"), true, T0, FREE),
             Accepted,
             "--accept-any-source"
         );
         let single = PeerTable::single(peer("192.0.2.1:7777"));
-        assert_eq!(single.admit(&from_unknown, peer("192.0.2.1:7777"), false), Accepted);
-        assert_eq!(single.admit(&from_unknown, peer("192.0.2.7:7777"), false), Rejected);
+        assert_eq!(single.admit(&from_unknown, peer("192.0.2.1:7777"), false, T0, FREE), Accepted);
+        assert_eq!(single.admit(&from_unknown, peer("192.0.2.7:7777"), false, T0, FREE), Rejected);
     }
 
     #[test]
@@ -468,13 +585,13 @@ mod tests {
         let from_2 = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
         let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
         assert_eq!(
-            table.admit(&from_2, peer("192.0.2.2:40000"), false),
+            table.admit(&from_2, peer("192.0.2.2:40000"), false, T0, FREE),
             Admission::AcceptedFromNewPort {
                 configured: peer("192.0.2.2:7777"),
                 now: peer("192.0.2.2:40000")
             }
         );
-        assert_eq!(table.admit(&from_2, peer("192.0.2.2:40000"), false), Admission::Accepted);
+        assert_eq!(table.admit(&from_2, peer("192.0.2.2:40000"), false, T0, FREE), Admission::Accepted);
         assert_eq!(table.route(&to_2), Verdict::Send(peer("192.0.2.2:40000")));
         // The gateway's subnet shares the endpoint, so it follows too.
         assert_eq!(
@@ -482,7 +599,7 @@ mod tests {
             Verdict::Send(peer("192.0.2.2:40000"))
         );
         // Back to the configured port.
-        assert_ne!(table.admit(&from_2, peer("192.0.2.2:7777"), false), Admission::Rejected);
+        assert_ne!(table.admit(&from_2, peer("192.0.2.2:7777"), false, T0, FREE), Admission::Rejected);
         assert_eq!(table.route(&to_2), Verdict::Send(peer("192.0.2.2:7777")));
     }
 
@@ -493,13 +610,13 @@ mod tests {
             (prefix("192.168.100.2"), peer("192.0.2.2:7777")),
             (prefix("192.168.100.3"), peer("192.0.2.2:7778")),
         ]);
-        assert_ne!(table.keepalive_from(peer("192.0.2.1:50000")), Admission::Rejected);
+        assert_ne!(table.keepalive_from(peer("192.0.2.1:50000"), T0, FREE), Admission::Rejected);
         assert_eq!(
-            table.keepalive_from(peer("192.0.2.2:50001")),
+            table.keepalive_from(peer("192.0.2.2:50001"), T0, FREE),
             Admission::Rejected,
             "two peers at that IP"
         );
-        assert_eq!(table.keepalive_from(peer("198.51.100.1:1")), Admission::Rejected);
+        assert_eq!(table.keepalive_from(peer("198.51.100.1:1"), T0, FREE), Admission::Rejected);
         let ports: Vec<u16> = table.peers().map(|p| p.port()).collect();
         assert_eq!(ports, vec![50000, 7777, 7778]);
         assert_eq!(table.peer_count(), 3);
@@ -520,7 +637,7 @@ mod tests {
     #[test]
     fn a_new_table_inherits_learned_ports_of_unchanged_peers() {
         let old = overlay();
-        old.keepalive_from(peer("192.0.2.1:50000"));
+        old.keepalive_from(peer("192.0.2.1:50000"), T0, FREE);
         let new = PeerTable::from_entries([
             (prefix("192.168.100.1"), peer("192.0.2.1:7777")),
             (prefix("192.168.100.3"), peer("192.0.2.3:7777")),
@@ -528,5 +645,83 @@ mod tests {
         new.inherit_learned(&old);
         let to_1 = echo_request_v4([192, 168, 100, 3], [192, 168, 100, 1]);
         assert_eq!(new.route(&to_1), Verdict::Send(peer("192.0.2.1:50000")));
+    }
+
+    #[test]
+    fn an_active_peer_is_not_moved_by_another_port_of_its_ip() {
+        let table = PeerTable::single(peer("192.0.2.2:7777"));
+        let from_peer = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
+        let to_peer = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
+        assert_eq!(table.admit(&from_peer, peer("192.0.2.2:7777"), false, T0, HOLD), Admission::Accepted);
+        // A neighbour on the peer's IP, 14.9 s later: delivered, but the peer stays.
+        let neighbour = peer("192.0.2.2:40000");
+        let refused = Admission::AcceptedMoveRefused { current: peer("192.0.2.2:7777"), from: neighbour };
+        assert_eq!(table.admit(&from_peer, neighbour, false, T0 + 14_900, HOLD), refused);
+        assert_eq!(table.keepalive_from(neighbour, T0 + 14_900, HOLD), refused);
+        assert_eq!(table.route(&to_peer), Verdict::Send(peer("192.0.2.2:7777")));
+        // The peer is heard again (a keepalive): the hold starts over.
+        assert_eq!(table.keepalive_from(peer("192.0.2.2:7777"), T0 + 14_950, HOLD), Admission::Accepted);
+        assert_eq!(table.admit(&from_peer, neighbour, false, T0 + 29_000, HOLD), refused);
+        // Silent for the whole hold: the first datagram from a new port moves it (a NAT rebinding).
+        assert_eq!(
+            table.admit(&from_peer, neighbour, false, T0 + 29_950, HOLD),
+            Admission::AcceptedFromNewPort { configured: peer("192.0.2.2:7777"), now: neighbour }
+        );
+        assert_eq!(table.route(&to_peer), Verdict::Send(neighbour));
+    }
+
+    #[test]
+    fn a_peer_never_heard_moves_at_once_without_a_key_and_never_with_one() {
+        let from_peer = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
+        let nat = peer("192.0.2.2:40000");
+        let table = PeerTable::single(peer("192.0.2.2:7777"));
+        assert!(matches!(
+            table.admit(&from_peer, nat, false, T0, HOLD),
+            Admission::AcceptedFromNewPort { .. }
+        ));
+        let table = PeerTable::single(peer("192.0.2.2:7777"));
+        assert!(matches!(
+            table.admit(&from_peer, nat, false, T0, KEYED),
+            Admission::AcceptedMoveRefused { .. }
+        ));
+        assert!(matches!(
+            table.keepalive_from(nat, T0 + 60_000, KEYED),
+            Admission::AcceptedMoveRefused { .. }
+        ));
+        assert_eq!(table.peers().collect::<Vec<_>>(), vec![peer("192.0.2.2:7777")]);
+    }
+
+    #[test]
+    fn an_authenticated_keepalive_moves_its_sender_at_once_and_never_twice() {
+        let table = overlay();
+        let sender: IpAddr = "192.168.100.2".parse().unwrap();
+        let moved = peer("192.0.2.2:40000");
+        assert_eq!(
+            table.authenticated_keepalive(sender, 10, moved, T0),
+            KeepaliveOutcome::Moved { configured: peer("192.0.2.2:7777"), now: moved }
+        );
+        let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
+        assert_eq!(table.route(&to_2), Verdict::Send(moved));
+        // A replay, even from another port, moves nothing.
+        assert_eq!(
+            table.authenticated_keepalive(sender, 10, peer("192.0.2.2:50000"), T0),
+            KeepaliveOutcome::Replayed
+        );
+        assert_eq!(table.authenticated_keepalive(sender, 9, moved, T0), KeepaliveOutcome::Replayed);
+        assert_eq!(table.authenticated_keepalive(sender, 11, moved, T0), KeepaliveOutcome::Heard);
+        // Naming a peer whose IP is not the source's, or no peer at all.
+        assert_eq!(
+            table.authenticated_keepalive(sender, 12, peer("192.0.2.1:7777"), T0),
+            KeepaliveOutcome::UnknownSender
+        );
+        assert_eq!(
+            table.authenticated_keepalive("10.9.9.9".parse().unwrap(), 12, moved, T0),
+            KeepaliveOutcome::UnknownSender
+        );
+        assert_eq!(table.route(&to_2), Verdict::Send(moved));
+        // A reload keeps the counter: the old keepalive stays a replay.
+        let reloaded = overlay();
+        reloaded.inherit_learned(&table);
+        assert_eq!(reloaded.authenticated_keepalive(sender, 11, moved, T0), KeepaliveOutcome::Replayed);
     }
 }

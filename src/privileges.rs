@@ -1,5 +1,6 @@
-//! Dropping root: once the device and the sockets exist, udptun needs no privilege at all, so
-//! `--user`/`--group` switch to an unprivileged account for the rest of the run.
+//! Dropping privileges: once the device, the sockets, the addresses and the routes exist,
+//! udptun needs no privilege at all. `--user`/`--group` switch to an unprivileged account, and
+//! every capability is given up in any case, before the first fetch, parse or lookup.
 
 use std::ffi::CString;
 use std::io;
@@ -67,6 +68,32 @@ pub fn drop_to(uid: libc::uid_t, gid: libc::gid_t) -> Result<()> {
         if uid != 0 && libc::setuid(0) == 0 {
             bail!("could regain root after dropping privileges");
         }
+    }
+    Ok(())
+}
+
+/// Gives up every capability of the calling thread for good (effective, permitted, inheritable,
+/// ambient, and the bounding set when allowed), and sets no-new-privileges so that no later
+/// `exec` regains any. Capabilities are per thread: call it before starting other threads,
+/// which then inherit the empty sets.
+pub fn drop_capabilities() -> Result<()> {
+    use caps::{CapSet, Capability};
+    let context = |set: &str| format!("dropping the {set} capabilities");
+    // The bounding set first: changing it needs CAP_SETPCAP, which the clears below remove.
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        caps::clear(None, CapSet::Bounding).map_err(|e| anyhow!("{}: {e}", context("bounding")))?;
+    }
+    for (set, name) in [
+        (CapSet::Ambient, "ambient"),
+        (CapSet::Inheritable, "inheritable"),
+        (CapSet::Effective, "effective"),
+        (CapSet::Permitted, "permitted"),
+    ] {
+        caps::clear(None, set).map_err(|e| anyhow!("{}: {e}", context(name)))?;
+    }
+    // SAFETY: a plain prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error()).context("setting no-new-privileges");
     }
     Ok(())
 }

@@ -47,6 +47,34 @@ impl Drop {
     }
 }
 
+/// Why an authenticated keepalive was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepaliveRefusal {
+    /// Its MAC does not match the key (or it is not a well-formed keepalive).
+    Forged,
+    /// Its counter is not above the last one accepted from that peer.
+    Replayed,
+    /// No peer at its source IP has the tunnel address it names.
+    UnknownSender,
+    /// It came to a node that has no `--key`.
+    NoKey,
+}
+
+impl KeepaliveRefusal {
+    /// Every reason, in counter order.
+    pub const ALL: [KeepaliveRefusal; 4] = [Self::Forged, Self::Replayed, Self::UnknownSender, Self::NoKey];
+
+    /// A stable name for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Forged => "forged",
+            Self::Replayed => "replayed",
+            Self::UnknownSender => "unknown_sender",
+            Self::NoKey => "no_key",
+        }
+    }
+}
+
 /// Packet and byte counters in each direction, and drops by reason.
 #[derive(Default)]
 pub struct Stats {
@@ -60,6 +88,11 @@ pub struct Stats {
     pub received_bytes: AtomicU64,
     /// Keepalives (zero-length datagrams) received.
     pub keepalives_received: AtomicU64,
+    /// Datagrams from another port of a peer's IP that did not move the peer (it was active, or
+    /// a key is set).
+    pub roaming_refused: AtomicU64,
+    /// Authenticated keepalives refused, by [`KeepaliveRefusal`].
+    pub keepalives_refused: [AtomicU64; KeepaliveRefusal::ALL.len()],
     /// Peer tables published after the first.
     pub tables_loaded: AtomicU64,
     /// Reloads, fetches or documents that failed (the previous table stayed in force).
