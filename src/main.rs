@@ -111,6 +111,12 @@ fn run(cli: &Cli) -> Result<()> {
         Some(path) => Some(read_key(path)?),
         None => None,
     };
+    if key.is_some() && cli.keepalive.is_some() && cli.remote_address.is_none() && cli.address.is_empty() {
+        tracing::warn!(
+            "--key: authenticated keepalives name this node by its first --address, and it has none: \
+             peers with a hosts table will refuse them"
+        );
+    }
     let source = if let Some(host) = &cli.remote_address {
         Source::Remote(host.clone(), cli.remote_port)
     } else if let Some(path) = &cli.hosts_file {

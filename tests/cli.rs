@@ -1,8 +1,13 @@
-//! Start-up errors: a bad configuration is a clear message and a non-zero exit, before any
-//! device or socket exists (so these need no privileges).
+//! Start-up errors: a bad configuration is a clear message and a non-zero exit. Flags and the
+//! config file are checked before any device or socket exists (so those tests need no
+//! privileges); the hosts document, names and the first fetch only once set-up is done and every
+//! privilege dropped, so those tests run as root in a network namespace of their own
+//! (`unshare --net`), which the device and socket vanish with.
 //!
 //! Every run has a deadline: a bad configuration that were accepted would start the daemon (as
 //! root, in the host's namespace), and the test must then fail, not hang.
+
+mod common;
 
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
@@ -16,7 +21,18 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// Runs udptun with `args`; fails the test if it is still running after [`DEADLINE`] (and
 /// kills it).
 fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(UDPTUN)
+    run_program(&[UDPTUN], args)
+}
+
+/// Runs udptun with `args` in a network namespace of its own, as root: for errors found after
+/// set-up. `None` when the namespace tests cannot run here (and the user opted out).
+fn run_after_setup(test: &str, args: &[&str]) -> Option<Output> {
+    common::can_run(test).then(|| run_program(&["unshare", "--net", "--", UDPTUN], args))
+}
+
+fn run_program(program: &[&str], args: &[&str]) -> Output {
+    let mut child = Command::new(program[0])
+        .args(&program[1..])
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -83,12 +99,14 @@ fn a_bad_hosts_file_names_the_file_the_line_and_the_problem() {
     for (name, text, expected) in cases {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
-        let out = run(&["--hosts-file", path.to_str().unwrap(), "-d", "never"]);
+        let Some(out) = run_after_setup("a_bad_hosts_file", &["--hosts-file", path.to_str().unwrap()]) else {
+            return;
+        };
         assert_eq!(out.status.code(), Some(1), "{name}");
         let err = stderr(&out);
         assert!(err.contains(path.to_str().unwrap()) && err.contains(expected), "{name}: {err}");
     }
-    let missing = run(&["--hosts-file", "/nonexistent/hosts.json"]);
+    let missing = run_after_setup("a_bad_hosts_file", &["--hosts-file", "/nonexistent/hosts.json"]).unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("/nonexistent/hosts.json: No such file"), "{}", stderr(&missing));
     std::fs::remove_dir_all(dir).unwrap();
@@ -96,7 +114,9 @@ fn a_bad_hosts_file_names_the_file_the_line_and_the_problem() {
 
 #[test]
 fn a_remote_that_does_not_resolve_is_an_error() {
-    let out = run(&["-A", "no-such-host.invalid", "-d", "never"]);
+    let Some(out) = run_after_setup("a_remote_that_does_not_resolve", &["-A", "no-such-host.invalid"]) else {
+        return;
+    };
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("-A no-such-host.invalid: does not resolve"), "{}", stderr(&out));
 }
@@ -114,7 +134,11 @@ fn exactly_one_peer_source_is_required() {
 
 #[test]
 fn an_unreachable_hosts_url_at_start_is_an_error() {
-    let out = run(&["--hosts-url", "http://127.0.0.1:9/hosts.json", "-d", "never"]);
+    let Some(out) =
+        run_after_setup("an_unreachable_hosts_url", &["--hosts-url", "http://127.0.0.1:9/hosts.json"])
+    else {
+        return;
+    };
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("http://127.0.0.1:9/hosts.json"), "{}", stderr(&out));
     let out = run(&["--hosts-url", "ftp://example.org/hosts.json", "-d", "never"]);
@@ -177,4 +201,38 @@ fn man_page_and_completions_come_from_the_cli_definition() {
     assert!(text.contains(".TH udptun") && text.contains("hosts\\-url\\-interval"), "{text}");
     let bash = run(&["--generate-completions", "bash"]);
     assert!(String::from_utf8_lossy(&bash.stdout).contains("--hosts-file"));
+}
+
+#[test]
+fn genkey_prints_a_new_key_each_time() {
+    let keys: Vec<String> = (0..2)
+        .map(|_| {
+            let out = run(&["genkey"]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .collect();
+    for key in &keys {
+        assert!(key.len() == 65 && key.ends_with('\n'), "{key:?}");
+        assert!(key.trim_end().bytes().all(|b| b.is_ascii_hexdigit()), "{key:?}");
+    }
+    assert_ne!(keys[0], keys[1]);
+}
+
+#[test]
+fn a_bad_key_file_is_an_error_before_set_up() {
+    let dir = std::env::temp_dir().join(format!("udptun-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("short.key");
+    std::fs::write(&path, "abcd\n").unwrap();
+    let out = run(&["-A", "127.0.0.1", "--key", path.to_str().unwrap(), "-d", "never"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("--key {}: expected 64 hex digits", path.display())),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["-A", "127.0.0.1", "--key", "/nonexistent/udptun.key", "-d", "never"]);
+    assert!(stderr(&out).contains("--key /nonexistent/udptun.key: No such file"), "{}", stderr(&out));
+    std::fs::remove_dir_all(dir).unwrap();
 }

@@ -341,6 +341,7 @@ fn hosts_url_over_https_trusts_the_given_ca_and_refuses_other_names() {
     }
 }
 
+/// Running without root with CAP_NET_ADMIN alone works, and set-up is the only time it is held.
 #[test]
 fn runs_as_an_unprivileged_user_with_cap_net_admin_alone() {
     let Some(mut lab) = Lab::new("runs_with_cap_net_admin_alone") else { return };
@@ -378,6 +379,7 @@ fn runs_as_an_unprivileged_user_with_cap_net_admin_alone() {
     lab.assert_ping(&b, "192.168.100.1");
     let status = common::daemon_status(&a);
     assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")), "{status}");
-    assert!(status.contains("CapEff:\t0000000000001000"), "only CAP_NET_ADMIN: {status}");
     assert!(lab.log(da).contains("device udptun"), "{}", lab.log(da));
+    // Even CAP_NET_ADMIN is given up once the device is set up, by every thread.
+    common::assert_no_capabilities(lab.pid(da));
 }

@@ -16,6 +16,12 @@ use std::time::{Duration, Instant};
 
 pub const UDPTUN: &str = env!("CARGO_BIN_EXE_udptun");
 
+/// The daemon the lab runs: this build, or the one `UDPTUN_BINARY` names (to show that a test
+/// fails on an older build: `UDPTUN_BINARY=/old/udptun cargo test --test attacks`).
+pub fn udptun_binary() -> String {
+    std::env::var("UDPTUN_BINARY").unwrap_or_else(|_| UDPTUN.to_string())
+}
+
 static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
 
 /// The commands the namespace tests run, with their packages: `scripts/tools.list`, the list
@@ -251,12 +257,12 @@ impl Lab {
     /// Starts udptun in `ns` with `args`; stderr goes to a log file. Returns an index for
     /// [`Lab::log`] and [`Lab::stop`].
     pub fn udptun(&mut self, ns: &str, args: &[&str]) -> usize {
-        self.spawn(ns, &[UDPTUN], args)
+        self.spawn(ns, &[&udptun_binary()], args)
     }
 
     /// Starts udptun in `ns` with `args` and the environment variables `env`.
     pub fn udptun_env(&mut self, ns: &str, env: &[(&str, &str)], args: &[&str]) -> usize {
-        self.spawn_env(ns, env, &[UDPTUN], args)
+        self.spawn_env(ns, env, &[&udptun_binary()], args)
     }
 
     /// Starts `prefix` + `args` in `ns` as a daemon of the lab.
@@ -496,20 +502,30 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Body,
+    /// How long the server waits before it answers.
+    pub delay: Duration,
 }
 
 impl Reply {
     pub fn ok(body: &str) -> Reply {
-        Reply { status: 200, headers: vec![], body: Body::Bytes(body.as_bytes().to_vec()) }
+        Reply::body(Body::Bytes(body.as_bytes().to_vec()))
     }
     pub fn status(status: u16) -> Reply {
-        Reply { status, headers: vec![], body: Body::Bytes(b"error".to_vec()) }
+        Reply { status, ..Reply::body(Body::Bytes(b"error".to_vec())) }
     }
     pub fn redirect(location: &str) -> Reply {
-        Reply { status: 302, headers: vec![("Location".into(), location.into())], body: Body::Bytes(vec![]) }
+        Reply {
+            status: 302,
+            headers: vec![("Location".into(), location.into())],
+            ..Reply::body(Body::Bytes(vec![]))
+        }
     }
     pub fn body(body: Body) -> Reply {
-        Reply { status: 200, headers: vec![], body }
+        Reply { status: 200, headers: vec![], body, delay: Duration::ZERO }
+    }
+    /// The same reply, sent after `delay`.
+    pub fn delayed(self, delay: Duration) -> Reply {
+        Reply { delay, ..self }
     }
 }
 
@@ -588,6 +604,7 @@ fn serve_one<S: Read + Write>(
     hits.lock().unwrap().push(text.to_string());
     let reply = routes.lock().unwrap().iter().find(|(p, _)| *p == path).map(|(_, r)| r.clone());
     let reply = reply.unwrap_or(Reply::status(404));
+    thread::sleep(reply.delay);
     let length = match &reply.body {
         Body::Bytes(bytes) => Some(bytes.len() as u64),
         Body::Zeros(n) => Some(*n),
@@ -759,4 +776,21 @@ pub fn ipv4_packet(src: [u8; 4], dst: [u8; 4], protocol: u8, payload: &[u8]) -> 
     packet[10..12].copy_from_slice(&sum.to_be_bytes());
     packet.extend_from_slice(payload);
     packet
+}
+
+/// Asserts that every thread of process `pid` holds no capability (effective, permitted,
+/// inheritable, ambient) and cannot gain one (no-new-privileges), naming the thread that does.
+pub fn assert_no_capabilities(pid: u32) {
+    let tasks: Vec<_> =
+        std::fs::read_dir(format!("/proc/{pid}/task")).expect("task list").flatten().collect();
+    assert!(tasks.len() > 3, "expected the daemon's threads, found {}", tasks.len());
+    for task in tasks {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let name = status.lines().next().unwrap_or_default().to_string();
+        for field in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+            let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_default();
+            assert!(line.ends_with("0000000000000000"), "thread {name}: {line}");
+        }
+        assert!(status.contains("NoNewPrivs:\t1"), "thread {name}: no-new-privileges is off");
+    }
 }
