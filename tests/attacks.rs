@@ -91,8 +91,12 @@ fn a_neighbour_on_the_peers_ip_cannot_take_its_traffic() {
     thread::sleep(Duration::from_millis(300));
     let received = ping_received(&lab, &a, "192.168.100.2", 35);
     let captured = intruder.stop();
-    assert_eq!(captured, 0, "the neighbour received traffic meant for the peer; logs:\n{}", lab.all_logs());
-    assert_eq!(received, 35, "pings lost while the neighbour tried; logs:\n{}", lab.all_logs());
+    assert_eq!(
+        (captured, received),
+        (0, 35),
+        "captured by the neighbour, pings received; logs:\n{}",
+        lab.all_logs()
+    );
     assert!(lab.scrape(&a, metrics, "udptun_roaming_refused_total") > 50, "refused moves are counted");
 }
 
@@ -369,15 +373,12 @@ fn keepalives_leave_on_time_while_the_resolver_hangs() {
     // From now on every lookup of peer-a.test goes to the silent resolver.
     lab.etc_hosts(&b, "127.0.0.1 localhost\n");
     let keepalives = || lab.scrape(&a, metrics, "udptun_keepalives_received_total");
-    assert!(
-        wait_until(Duration::from_secs(5), || lab.log(db).contains("no answer within 2 s")),
-        "{}",
-        lab.log(db)
-    );
+    thread::sleep(Duration::from_secs(1));
     let before = keepalives();
     thread::sleep(Duration::from_secs(12));
     let sent = keepalives() - before;
     assert!(sent >= 11, "{sent} keepalives in 12 s while DNS hung; logs:\n{}", lab.all_logs());
+    assert!(lab.log(db).contains("no answer within 2 s"), "{}", lab.log(db));
     // The last address stayed in force.
     lab.assert_ping(&a, "192.168.100.2");
     drop(silent);
@@ -395,7 +396,7 @@ fn signals_during_the_first_fetch_are_handled() {
     // SIGHUP while the first fetch hangs: queued, not fatal.
     lab.signal(da, libc::SIGHUP);
     thread::sleep(Duration::from_millis(500));
-    assert_eq!(lab.wait_exit(da, Duration::from_millis(100)), None, "SIGHUP killed it: {}", lab.log(da));
+    assert!(lab.running(da), "SIGHUP killed it: {}", lab.log(da));
     // SIGTERM ends it at once, cleanly.
     lab.signal(da, libc::SIGTERM);
     assert_eq!(lab.wait_exit(da, Duration::from_secs(2)), Some(0), "{}", lab.log(da));

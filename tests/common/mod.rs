@@ -312,6 +312,11 @@ impl Lab {
         code
     }
 
+    /// Whether daemon `index` is still running (not exited, not killed by a signal).
+    pub fn running(&mut self, index: usize) -> bool {
+        matches!(self.daemons[index].try_wait(), Ok(None))
+    }
+
     /// Sends `signal` to daemon `index`.
     pub fn signal(&self, index: usize, signal: i32) {
         unsafe { libc::kill(self.daemons[index].id() as i32, signal) };
