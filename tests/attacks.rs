@@ -334,6 +334,41 @@ fn a_document_that_failed_once_is_applied_once_it_works() {
 }
 
 #[test]
+fn a_hosts_file_that_failed_once_is_applied_once_it_works() {
+    let Some(mut lab) = Lab::new("a_hosts_file_that_failed_once_is_applied") else { return };
+    let hosts = lab.file("hosts.json", &common::hosts_doc(&[1, 2]));
+    let a = lab.host("h1", "10.100.0.1/24");
+    let b = lab.host("h2", "10.100.0.2/24");
+    let c = lab.host("h3", "10.100.0.3/24");
+    lab.etc_hosts(&a, "127.0.0.1 localhost\n");
+    std::fs::write(format!("/etc/netns/{a}/resolv.conf"), "nameserver 127.0.0.1\n").unwrap();
+    let da = lab.udptun(
+        &a,
+        &[
+            "--hosts-file",
+            &hosts,
+            "--resolve-interval",
+            "0.5",
+            "-d",
+            "udptun",
+            "--address",
+            "192.168.100.1/24",
+        ],
+    );
+    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.udptun(&c, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.3/24"]);
+    lab.wait_device(&a, "udptun");
+    lab.assert_ping(&a, "192.168.100.2");
+
+    // The file changes once, to name a host that does not resolve yet, and then stays as it is.
+    let late = "{ nodes: { \"192.168.100.2\": { host: \"10.100.0.2\" }, \"192.168.100.3\": { host: \"late.test\" } } }";
+    std::fs::write(&hosts, late).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || lab.log(da).contains("`late.test` does not resolve")));
+    lab.etc_hosts(&a, "127.0.0.1 localhost\n10.100.0.3 late.test\n");
+    lab.assert_ping(&a, "192.168.100.3");
+}
+
+#[test]
 fn keepalives_leave_on_time_while_the_resolver_hangs() {
     let Some(mut lab) = Lab::new("keepalives_leave_on_time_while_dns_hangs") else { return };
     let metrics = "127.0.0.1:9113";
