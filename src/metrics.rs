@@ -80,6 +80,12 @@ impl Collector for StatsCollector {
         )?;
         plain_counter(
             &mut encoder,
+            "udptun_icmp_errors_suppressed",
+            "ICMP errors about unmapped destinations not sent for the rate limit.",
+            load(&stats.icmp_errors_suppressed),
+        )?;
+        plain_counter(
+            &mut encoder,
             "udptun_hosts_loads",
             "Peer tables published after the first.",
             load(&stats.tables_loaded),
