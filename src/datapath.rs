@@ -19,7 +19,7 @@ use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 use crate::keepalive::{self, Key};
 use crate::packet;
 use crate::peers::{Admission, KeepaliveOutcome, PeerTable, Roaming, Verdict};
-use crate::stats::{Drop, KeepaliveRefusal, RateLimit, Stats};
+use crate::stats::{Drop, KeepaliveRefusal, RateLimit, Stats, TokenBucket};
 use crate::tun;
 use crate::udp::{self, Receiver, Sender};
 
@@ -35,6 +35,11 @@ const GRO_WRITE_BATCH: usize = 64;
 /// UDP receive buffers per `recvmmsg` with GRO (each holds up to 64 datagrams) and without.
 const GRO_RECEIVE_BATCH: usize = 4;
 const PLAIN_RECEIVE_BATCH: usize = 64;
+/// ICMP errors about unmapped destinations written into the TUN, at most, per second and at
+/// once, by all threads together: a flood to unmapped addresses costs a counter, not a flood of
+/// replies (the kernel limits the errors it originates the same way).
+const ICMP_ERRORS_PER_SECOND: u32 = 1000;
+const ICMP_ERROR_BURST: u32 = 50;
 
 /// What the data plane shares with the control plane.
 pub struct Shared {
@@ -142,8 +147,9 @@ fn wait_readable(queue: &Queue) -> io::Result<()> {
     }
 }
 
-/// Log rate limits, one per kind of message, shared by all threads.
+/// Rate limits shared by all threads: the log's, one per kind of message, and the ICMP errors'.
 struct Limits {
+    icmp_errors: TokenBucket,
     malformed: RateLimit,
     source_check: RateLimit,
     new_port: RateLimit,
@@ -159,6 +165,7 @@ impl Default for Limits {
     fn default() -> Self {
         let second = || RateLimit::new(1000);
         Self {
+            icmp_errors: TokenBucket::new(ICMP_ERRORS_PER_SECOND, ICMP_ERROR_BURST),
             malformed: second(),
             source_check: second(),
             new_port: second(),
@@ -252,7 +259,9 @@ impl Outbound {
         let mut payloads = recycle(std::mem::take(&mut self.payloads));
         let datagrams = &mut self.datagrams;
         datagrams.clear();
-        let (mut unreachable, mut ignored) = (0, 0);
+        let (mut unreachable, mut ignored, mut suppressed) = (0, 0, 0);
+        // Read once per batch, and only if an error is due.
+        let mut now_ns = None;
         for (packet, &size) in self.packets.iter().zip(&self.sizes[..filled]) {
             let packet = &packet[..size];
             match table.route(packet) {
@@ -263,7 +272,13 @@ impl Outbound {
                 Verdict::Unreachable => {
                     unreachable += 1;
                     let offset = self.reply_offset;
-                    if let Some(len) = packet::unreachable(packet, &mut self.reply[offset..]) {
+                    let allow = || {
+                        let now = *now_ns.get_or_insert_with(clock_ns);
+                        let allowed = limits.icmp_errors.take(now);
+                        suppressed += u64::from(!allowed);
+                        allowed
+                    };
+                    if let Some(len) = packet::unreachable_limited(packet, &mut self.reply[offset..], allow) {
                         self.reply[..offset].fill(0);
                         if let Err(e) = device.send(&self.reply[..offset + len]) {
                             shared.stats.drop(Drop::TunWriteError, tun_write_failed(e, limits)?);
@@ -275,6 +290,7 @@ impl Outbound {
         }
         shared.stats.drop(Drop::NoMapping, unreachable);
         shared.stats.drop(Drop::Ignored, ignored);
+        add(&shared.stats.icmp_errors_suppressed, suppressed);
 
         let (mut failed, mut failed_bytes) = (0u64, 0u64);
         self.sender.send(&queue.socket, datagrams, &payloads, &mut |failure| {
@@ -495,10 +511,16 @@ fn authenticated_keepalive(
     );
 }
 
-/// Milliseconds on the data plane's clock (monotonic, never 0): what "heard" times are in.
-pub fn clock_ms() -> u64 {
+/// Nanoseconds on the data plane's clock (monotonic, from its first reading): what the ICMP
+/// rate limit counts in.
+fn clock_ns() -> u64 {
     static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
-    START.elapsed().as_millis() as u64 + 1
+    START.elapsed().as_nanos() as u64
+}
+
+/// Milliseconds on the same clock, never 0: what "heard" times are in.
+fn clock_ms() -> u64 {
+    clock_ns() / 1_000_000 + 1
 }
 
 fn add(counter: &std::sync::atomic::AtomicU64, value: u64) {

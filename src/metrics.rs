@@ -1,13 +1,18 @@
 //! Prometheus metrics: `GET /metrics` on `--metrics-listen`, encoded by `prometheus-client` from
 //! the data plane's counters at each scrape (the data plane itself never touches the registry).
+//!
+//! Each connection has a thread of its own (at most [`MAX_CONNECTIONS`] at once) and
+//! [`REQUEST_DEADLINE`] for the whole request, so a slow or silent client cannot hold off a
+//! scrape, nor hold a thread for long.
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -18,6 +23,15 @@ use prometheus_client::registry::Registry;
 
 use crate::datapath::Shared;
 use crate::stats::{Drop, KeepaliveRefusal};
+
+/// How long one connection may take, from accept to the last byte of the answer, reads and
+/// write together: a client that sends a byte a second is cut off then.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Connections served at once. One more is closed as soon as it is accepted, so slow clients
+/// cannot pile up threads.
+const MAX_CONNECTIONS: usize = 8;
+/// Most bytes of request line and headers read.
+const MAX_REQUEST_BYTES: u64 = 8192;
 
 /// Encodes the counters of `Shared` at each scrape.
 struct StatsCollector(Arc<Shared>);
@@ -96,6 +110,12 @@ impl Collector for StatsCollector {
         )?;
         plain_counter(
             &mut encoder,
+            "udptun_icmp_errors_suppressed",
+            "ICMP errors about unmapped destinations not sent for the rate limit.",
+            load(&stats.icmp_errors_suppressed),
+        )?;
+        plain_counter(
+            &mut encoder,
             "udptun_hosts_loads",
             "Peer tables published after the first.",
             load(&stats.tables_loaded),
@@ -132,20 +152,86 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
 pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(StatsCollector(shared)));
+    let registry = Arc::new(registry);
+    let open = Arc::new(AtomicUsize::new(0));
     thread::Builder::new().name("metrics".into()).spawn(move || {
         for stream in listener.incoming().flatten() {
-            if let Err(e) = answer(stream, &registry) {
-                tracing::debug!("metrics request: {e}");
+            // Past the cap the connection is dropped here, which closes it.
+            let Some(slot) = Slot::take(&open) else { continue };
+            let registry = registry.clone();
+            let spawned = thread::Builder::new().name("metrics-conn".into()).spawn(move || {
+                let _slot = slot;
+                if let Err(e) = answer(&stream, &registry, Instant::now() + REQUEST_DEADLINE) {
+                    tracing::debug!("metrics request: {e}");
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::debug!("metrics request: no thread for it: {e}");
             }
         }
     })?;
     Ok(())
 }
 
-fn answer(stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(stream.try_clone()?).take(8192);
+/// One of the [`MAX_CONNECTIONS`] places; given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<Slot> {
+        if open.fetch_add(1, Relaxed) >= MAX_CONNECTIONS {
+            open.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Slot(open.clone()))
+    }
+}
+
+impl std::ops::Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A connection whose every read and write must end by `until`: each one waits at most for
+/// what is left, and fails with `TimedOut` once nothing is.
+#[derive(Clone, Copy)]
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    until: Instant,
+}
+
+impl Deadline<'_> {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the request took too long"));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.left()?))?;
+        (&*self.stream).read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.left()?))?;
+        (&*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        (&*self.stream).flush()
+    }
+}
+
+/// Reads one request from `stream` and answers it, all by `until`.
+fn answer(stream: &TcpStream, registry: &Registry, until: Instant) -> io::Result<()> {
+    let mut connection = Deadline { stream, until };
+    let mut reader = BufReader::new(connection).take(MAX_REQUEST_BYTES);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     // Read (and ignore) the headers up to the blank line.
@@ -158,15 +244,72 @@ fn answer(stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
     let (status, content_type, body) =
         if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
             let mut body = String::new();
-            prometheus_client::encoding::text::encode(&mut body, registry).map_err(std::io::Error::other)?;
+            prometheus_client::encoding::text::encode(&mut body, registry).map_err(io::Error::other)?;
             ("200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", body)
         } else {
             ("404 Not Found", "text/plain", "udptun serves only /metrics\n".to_string())
         };
-    let mut stream = stream;
-    write!(
-        stream,
+    let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )
+    );
+    connection.write_all(response.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_past_the_cap_get_no_slot_until_one_is_given_back() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut slots: Vec<Slot> = (0..MAX_CONNECTIONS).map(|_| Slot::take(&open).expect("a slot")).collect();
+        assert!(Slot::take(&open).is_none());
+        assert_eq!(open.load(Relaxed), MAX_CONNECTIONS, "a refusal takes nothing");
+        slots.pop();
+        assert!(Slot::take(&open).is_some());
+        drop(slots);
+        assert_eq!(open.load(Relaxed), 0);
+    }
+
+    /// A connected pair on loopback: (client, server side).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        (client, listener.accept().expect("accept").0)
+    }
+
+    #[test]
+    fn a_request_is_answered_within_its_deadline() {
+        let (mut client, server) = pair();
+        client.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        answer(&server, &Registry::default(), Instant::now() + Duration::from_secs(5)).expect("answer");
+        drop(server);
+        let mut response = String::new();
+        client.read_to_string(&mut response).expect("read");
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.ends_with("# EOF\n"), "{response}");
+    }
+
+    #[test]
+    fn a_client_that_dribbles_its_request_is_cut_off_at_the_deadline() {
+        let (mut client, server) = pair();
+        let dribbler = thread::spawn(move || {
+            // A byte every 50 ms, never the end of the headers, until the server gives up.
+            for byte in b"GET /metrics HTTP/1.1\r\nX: ".iter().chain([b'a'; 100].iter()) {
+                if client.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let start = Instant::now();
+        let result = answer(&server, &Registry::default(), start + Duration::from_millis(500));
+        let took = start.elapsed();
+        let error = result.expect_err("no answer to a request that never ends");
+        assert!(matches!(error.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock), "{error}");
+        assert!(took >= Duration::from_millis(450) && took < Duration::from_millis(900), "{took:?}");
+        drop(server);
+        dribbler.join().expect("dribbler");
+    }
 }

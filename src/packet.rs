@@ -15,6 +15,15 @@ const ICMP_HEADER_LEN: usize = 8;
 const IPV6_MIN_MTU: usize = 1280;
 const PROTO_ICMP: u8 = 1;
 const PROTO_ICMPV6: u8 = 58;
+/// IPv6 extension headers walked to find the upper-layer protocol (RFC 8200 §4, RFC 4302).
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const AUTHENTICATION: u8 = 51;
+const DESTINATION_OPTIONS: u8 = 60;
+/// Most IPv6 extension headers walked before giving up (and sending no error). RFC 8200 §4.1
+/// allows each once but Destination Options twice: six; eight leaves room for odd senders.
+const MAX_EXTENSION_HEADERS: usize = 8;
 /// Time to live / hop limit of the errors udptun originates.
 const DEFAULT_TTL: u8 = 64;
 
@@ -137,16 +146,25 @@ pub fn checksum(data: &[u8]) -> u16 {
 ///
 /// Returns the length written, or `None` when no error may be sent (RFC 1122 §3.2.2 and
 /// RFC 4443 §2.4(e): never about an ICMP error, a non-first fragment, or a packet to or from
-/// a multicast, broadcast or unspecified address), or when `out` is too small.
+/// a multicast, broadcast or unspecified address; for IPv6, also not when the extension header
+/// chain runs past the packet or is longer than [`MAX_EXTENSION_HEADERS`]), or when `out` is
+/// too small.
 pub fn unreachable(original: &[u8], out: &mut [u8]) -> Option<usize> {
+    unreachable_limited(original, out, || true)
+}
+
+/// [`unreachable`] behind a rate limit: `allow` is asked once, and only about a packet the
+/// rules above let an error answer, before anything is built; if it says no, nothing is built
+/// and the answer is `None`. So packets that would get no error anyway spend no token.
+pub fn unreachable_limited(original: &[u8], out: &mut [u8], allow: impl FnOnce() -> bool) -> Option<usize> {
     match original.first()? >> 4 {
-        4 => unreachable_v4(original, out),
-        6 => unreachable_v6(original, out),
+        4 => unreachable_v4(original, out, allow),
+        6 => unreachable_v6(original, out, allow),
         _ => None,
     }
 }
 
-fn unreachable_v4(original: &[u8], out: &mut [u8]) -> Option<usize> {
+fn unreachable_v4(original: &[u8], out: &mut [u8], allow: impl FnOnce() -> bool) -> Option<usize> {
     let header_len = usize::from(original.first()? & 0x0f) * 4;
     if header_len < IPV4_HEADER_LEN || original.len() < header_len {
         return None;
@@ -171,6 +189,9 @@ fn unreachable_v4(original: &[u8], out: &mut [u8]) -> Option<usize> {
     let quoted = &original[..original.len().min(header_len + 8)];
     let total = IPV4_HEADER_LEN + ICMP_HEADER_LEN + quoted.len();
     let out = out.get_mut(..total)?;
+    if !allow() {
+        return None;
+    }
 
     let (ip, icmp) = out.split_at_mut(IPV4_HEADER_LEN);
     ip.copy_from_slice(&[0; IPV4_HEADER_LEN]);
@@ -194,18 +215,48 @@ fn is_unicast_v4(addr: Ipv4Addr) -> bool {
     !(addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast())
 }
 
-fn unreachable_v6(original: &[u8], out: &mut [u8]) -> Option<usize> {
+/// Follows the extension header chain of an IPv6 packet (whose fixed header is all there) to
+/// the upper-layer header: returns its protocol and offset, or `None` when no error may answer
+/// the packet: a non-first fragment, a chain that runs past the packet, or one longer than
+/// [`MAX_EXTENSION_HEADERS`]. Every read is bounds-checked.
+fn upper_layer_v6(packet: &[u8]) -> Option<(u8, usize)> {
+    let mut protocol = packet[6];
+    let mut offset = IPV6_HEADER_LEN;
+    for _ in 0..=MAX_EXTENSION_HEADERS {
+        let len = match protocol {
+            // Length in 8-octet units, not counting the first 8 (RFC 8200 §4.3-4.6).
+            HOP_BY_HOP | ROUTING | DESTINATION_OPTIONS => (usize::from(*packet.get(offset + 1)?) + 1) * 8,
+            FRAGMENT => {
+                let offset_and_flags = packet.get(offset + 2..offset + 4)?;
+                if u16::from_be_bytes([offset_and_flags[0], offset_and_flags[1]]) >> 3 != 0 {
+                    return None;
+                }
+                8
+            }
+            // Length in 4-octet units, not counting the first 8 (RFC 4302 §2.2).
+            AUTHENTICATION => (usize::from(*packet.get(offset + 1)?) + 2) * 4,
+            upper => return Some((upper, offset)),
+        };
+        protocol = *packet.get(offset)?;
+        offset += len;
+        if offset > packet.len() {
+            return None;
+        }
+    }
+    None
+}
+
+fn unreachable_v6(original: &[u8], out: &mut [u8], allow: impl FnOnce() -> bool) -> Option<usize> {
     let IpAddr::V6(src) = source(original)? else { return None };
     let IpAddr::V6(dst) = destination(original)? else { return None };
     if src.is_unspecified() || src.is_multicast() || dst.is_unspecified() || dst.is_multicast() {
         return None;
     }
     // `destination` read the last bytes of the fixed header: all 40 are there.
-    if original[6] == PROTO_ICMPV6 {
-        // ICMPv6 types below 128 are errors (RFC 4443 §2.1).
-        if *original.get(IPV6_HEADER_LEN)? < 128 {
-            return None;
-        }
+    let (protocol, offset) = upper_layer_v6(original)?;
+    // ICMPv6 types below 128 are errors (RFC 4443 §2.1).
+    if protocol == PROTO_ICMPV6 && *original.get(offset)? < 128 {
+        return None;
     }
     // As much of the original as fits in the minimum IPv6 MTU (RFC 4443 §3.1).
     let room = IPV6_MIN_MTU - IPV6_HEADER_LEN - ICMP_HEADER_LEN;
@@ -213,6 +264,9 @@ fn unreachable_v6(original: &[u8], out: &mut [u8]) -> Option<usize> {
     let icmp_len = ICMP_HEADER_LEN + quoted.len();
     let total = IPV6_HEADER_LEN + icmp_len;
     let out = out.get_mut(..total)?;
+    if !allow() {
+        return None;
+    }
 
     let (ip, icmp) = out.split_at_mut(IPV6_HEADER_LEN);
     ip.copy_from_slice(&[0; IPV6_HEADER_LEN]);
@@ -478,5 +532,155 @@ pub(crate) mod tests {
         no_next_header[4..6].copy_from_slice(&[0, 0]);
         no_next_header[6] = 59;
         assert_eq!(unreachable(&no_next_header, &mut out), Some(40 + 8 + 40));
+    }
+
+    /// An extension header of type `kind`, `size` bytes, `length` in its length field, its body
+    /// 0x80 bytes: a walk that got a length wrong would land on them and read an informational
+    /// ICMPv6 type or an unknown protocol, and answer where it must not.
+    fn extension(kind: u8, length: u8, size: usize) -> (u8, Vec<u8>) {
+        let mut header = vec![0x80; size];
+        header[1] = length;
+        (kind, header)
+    }
+
+    /// A fragment header at `offset` (8-octet units) with the more-fragments flag `more`.
+    fn fragment(offset: u16, more: bool) -> (u8, Vec<u8>) {
+        let mut header = vec![0, 0, 0, 0, 0x80, 0x80, 0x80, 0x80];
+        header[2..4].copy_from_slice(&(offset << 3 | u16::from(more)).to_be_bytes());
+        (FRAGMENT, header)
+    }
+
+    /// One of each extension header (Destination Options twice), each a size its length field
+    /// must be read right for: 16-byte options, a 16-byte authentication header.
+    fn every_extension() -> Vec<(u8, Vec<u8>)> {
+        vec![
+            extension(HOP_BY_HOP, 1, 16),
+            extension(DESTINATION_OPTIONS, 0, 8),
+            extension(ROUTING, 0, 8),
+            fragment(0, true),
+            extension(AUTHENTICATION, 2, 16),
+            extension(DESTINATION_OPTIONS, 1, 16),
+        ]
+    }
+
+    /// An IPv6 packet fd00::1 -> fd00::9: the fixed header, `chain` (next-header bytes filled in
+    /// here), then `upper` with `payload`; the payload length field set.
+    fn v6_with_chain(chain: &[(u8, Vec<u8>)], upper: u8, payload: &[u8]) -> Vec<u8> {
+        let (a, b): (Ipv6Addr, Ipv6Addr) = ("fd00::1".parse().unwrap(), "fd00::9".parse().unwrap());
+        let mut p = udp_v6(a, b, b"")[..IPV6_HEADER_LEN].to_vec();
+        let kinds: Vec<u8> = chain.iter().map(|(kind, _)| *kind).chain([upper]).collect();
+        p[6] = kinds[0];
+        for ((_, header), next) in chain.iter().zip(&kinds[1..]) {
+            p.push(*next);
+            p.extend_from_slice(&header[1..]);
+        }
+        p.extend_from_slice(payload);
+        let payload_len = (p.len() - IPV6_HEADER_LEN) as u16;
+        p[4..6].copy_from_slice(&payload_len.to_be_bytes());
+        p
+    }
+
+    /// An ICMPv6 message of `icmp_type` followed by bytes that read as informational types.
+    fn icmpv6(icmp_type: u8) -> Vec<u8> {
+        [&[icmp_type, 0, 0, 0, 0, 0, 0, 0][..], &[0x80; 24]].concat()
+    }
+
+    #[test]
+    fn unreachable_v6_finds_an_icmpv6_error_behind_extension_headers() {
+        let mut out = [0u8; 1500];
+        let mut chains: Vec<Vec<(u8, Vec<u8>)>> = every_extension().into_iter().map(|h| vec![h]).collect();
+        chains.push(every_extension());
+        for chain in &chains {
+            let kinds: Vec<u8> = chain.iter().map(|(kind, _)| *kind).collect();
+            for error_type in [1, 2, 3, 4, 127] {
+                let error = v6_with_chain(chain, PROTO_ICMPV6, &icmpv6(error_type));
+                assert_eq!(unreachable(&error, &mut out), None, "ICMPv6 type {error_type} behind {kinds:?}");
+            }
+            let echo = v6_with_chain(chain, PROTO_ICMPV6, &icmpv6(128));
+            let n =
+                unreachable(&echo, &mut out).unwrap_or_else(|| panic!("an echo request behind {kinds:?}"));
+            assert_eq!(&out[48..n], &echo[..], "the whole original is quoted");
+            assert_eq!(check(&out[..n]), Ok(6));
+            let udp = v6_with_chain(chain, 17, &[0x80; 16]);
+            assert_eq!(unreachable(&udp, &mut out), Some(48 + udp.len()), "UDP behind {kinds:?}");
+        }
+    }
+
+    #[test]
+    fn unreachable_v6_is_never_sent_about_a_non_first_fragment() {
+        let mut out = [0u8; 1500];
+        let hop_by_hop = extension(HOP_BY_HOP, 0, 8);
+        for (offset, more) in [(1, false), (1, true), (185, true), (0x1fff, false)] {
+            for chain in [vec![fragment(offset, more)], vec![hop_by_hop.clone(), fragment(offset, more)]] {
+                let packet = v6_with_chain(&chain, 17, &[0x80; 16]);
+                assert_eq!(unreachable(&packet, &mut out), None, "offset {offset}, more {more}");
+            }
+        }
+        // The first fragment, and an atomic fragment (offset 0, no more), may draw an error.
+        for more in [true, false] {
+            let packet = v6_with_chain(&[fragment(0, more)], 17, &[0x80; 16]);
+            assert_eq!(unreachable(&packet, &mut out), Some(48 + packet.len()), "more {more}");
+        }
+    }
+
+    #[test]
+    fn unreachable_v6_is_never_sent_when_the_chain_runs_past_the_packet() {
+        let mut out = [0u8; 1500];
+        // A length field that claims more than there is: 88 bytes of options in 24.
+        let long = v6_with_chain(&[extension(HOP_BY_HOP, 10, 8)], 17, &[0x80; 16]);
+        assert_eq!(unreachable(&long, &mut out), None);
+        let long_auth = v6_with_chain(&[extension(AUTHENTICATION, 9, 8)], 17, &[0x80; 16]);
+        assert_eq!(unreachable(&long_auth, &mut out), None);
+        // A header cut short: each prefix of a chain that holds the whole of no header after the
+        // fixed one. Cut right after a header, the next one (or the ICMPv6 type) is missing.
+        let whole = v6_with_chain(&every_extension(), PROTO_ICMPV6, &icmpv6(128));
+        let chain_end = IPV6_HEADER_LEN + every_extension().iter().map(|(_, h)| h.len()).sum::<usize>();
+        for cut in IPV6_HEADER_LEN..=chain_end {
+            assert_eq!(unreachable(&whole[..cut], &mut out), None, "cut at {cut}");
+        }
+        assert!(unreachable(&whole[..chain_end + 1], &mut out).is_some(), "the ICMPv6 type is there");
+        // A chain that ends exactly at the end of the packet is whole.
+        let no_next_header = v6_with_chain(&every_extension(), 59, b"");
+        assert_eq!(unreachable(&no_next_header, &mut out), Some(48 + no_next_header.len()));
+    }
+
+    #[test]
+    fn unreachable_v6_walks_at_most_eight_extension_headers() {
+        let mut out = [0u8; 1500];
+        let options = extension(DESTINATION_OPTIONS, 0, 8);
+        let eight = v6_with_chain(&vec![options.clone(); 8], PROTO_ICMPV6, &icmpv6(128));
+        assert_eq!(unreachable(&eight, &mut out), Some(48 + eight.len()));
+        let nine = v6_with_chain(&vec![options; 9], PROTO_ICMPV6, &icmpv6(128));
+        assert_eq!(unreachable(&nine, &mut out), None);
+    }
+
+    #[test]
+    fn unreachable_limited_asks_only_about_packets_an_error_may_answer() {
+        let mut out = [0u8; 1500];
+        let echo = echo_request_v4([10, 0, 0, 1], [10, 0, 0, 9]);
+        let v6_echo = v6_with_chain(&every_extension(), PROTO_ICMPV6, &icmpv6(128));
+        for packet in [&echo, &v6_echo] {
+            let mut asked = 0;
+            let refused = unreachable_limited(packet, &mut out, || {
+                asked += 1;
+                false
+            });
+            assert_eq!((refused, asked), (None, 1), "the limit refuses: no error");
+            let mut expected = [0u8; 1500];
+            let n = unreachable(packet, &mut expected);
+            assert!(n.is_some());
+            assert_eq!(unreachable_limited(packet, &mut out, || true), n);
+            assert_eq!(out, expected, "with a token, the same error");
+        }
+        let mut icmp_error = echo.clone();
+        icmp_error[20] = 3;
+        let v6_error = v6_with_chain(&every_extension(), PROTO_ICMPV6, &icmpv6(1));
+        let multicast = echo_request_v4([10, 0, 0, 1], [224, 0, 0, 1]);
+        for packet in [&icmp_error[..], &v6_error, &multicast, &v6_error[..50]] {
+            let never = || -> bool { panic!("asked about a packet no error may answer") };
+            assert_eq!(unreachable_limited(packet, &mut out, never), None);
+        }
+        let never = || -> bool { panic!("asked though the error does not fit") };
+        assert_eq!(unreachable_limited(&echo, &mut out[..40], never), None);
     }
 }

@@ -99,6 +99,9 @@ pub struct Stats {
     pub load_failures: AtomicU64,
     /// When the hosts source last loaded or was confirmed unchanged (Unix seconds).
     pub last_load_unix: AtomicU64,
+    /// ICMP errors not sent about unmapped destinations because the rate limit held them back
+    /// (their packets count as `no_mapping` drops all the same).
+    pub icmp_errors_suppressed: AtomicU64,
     drops: [AtomicU64; Drop::ALL.len()],
 }
 
@@ -127,6 +130,7 @@ impl Stats {
         for reason in Drop::ALL {
             line += &format!(", dropped {}={}", reason.name(), self.dropped(reason));
         }
+        line += &format!(", icmp_errors_suppressed={}", self.icmp_errors_suppressed.load(Relaxed));
         line
     }
 }
@@ -162,6 +166,46 @@ impl RateLimit {
     }
 }
 
+/// A token bucket shared by threads without a lock: `per_second` tokens a second, at most
+/// `burst` at once, full at the start. It caps the ICMP errors udptun writes into the TUN, so a
+/// flood to unmapped addresses cannot turn into a flood of replies.
+///
+/// Kept as the generic cell rate algorithm (GCRA, the token bucket's equivalent in one word):
+/// `due` is when the bucket would be full again; each token moves it one interval on, and a
+/// token is there when that leaves it at most `burst` intervals after now. The caller passes
+/// the time, so the logic runs and is tested without a clock.
+pub struct TokenBucket {
+    interval_ns: u64,
+    burst_ns: u64,
+    due: AtomicU64,
+}
+
+impl TokenBucket {
+    /// A full bucket of `burst` tokens that refills at `per_second` (both above zero).
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        assert!(per_second > 0 && burst > 0, "a token bucket needs a rate and a burst");
+        let interval_ns = 1_000_000_000 / u64::from(per_second);
+        Self { interval_ns, burst_ns: interval_ns * u64::from(burst), due: AtomicU64::new(0) }
+    }
+
+    /// Takes one token at `now_ns` (nanoseconds since any fixed start, the same for every
+    /// caller); returns whether there was one. A caller whose `now_ns` lags another's only
+    /// finds fewer tokens, never more.
+    pub fn take(&self, now_ns: u64) -> bool {
+        let mut due = self.due.load(Relaxed);
+        loop {
+            let next = due.max(now_ns).saturating_add(self.interval_ns);
+            if next > now_ns.saturating_add(self.burst_ns) {
+                return false;
+            }
+            match self.due.compare_exchange_weak(due, next, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(current) => due = current,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +220,67 @@ mod tests {
         assert_eq!(stats.dropped(Drop::Malformed), 5);
         assert_eq!(stats.dropped(Drop::SendError), 1);
         assert_eq!(stats.dropped(Drop::NoMapping), 0);
+    }
+
+    const MS: u64 = 1_000_000;
+
+    /// Tokens `bucket` gives at `now_ns` to as many requests as it will take (at most 10,000).
+    fn drain(bucket: &TokenBucket, now_ns: u64) -> usize {
+        (0..10_000).take_while(|_| bucket.take(now_ns)).count()
+    }
+
+    #[test]
+    fn a_token_bucket_starts_full_and_refills_at_its_rate() {
+        let bucket = TokenBucket::new(1000, 50);
+        assert_eq!(drain(&bucket, 0), 50, "the whole burst at once, then nothing");
+        assert!(!bucket.take(0));
+        assert!(!bucket.take(MS - 1), "not a whole interval later");
+        assert!(bucket.take(MS), "one token per millisecond");
+        assert!(!bucket.take(MS));
+        assert_eq!(drain(&bucket, 11 * MS), 10);
+        // However long it was idle, it holds no more than the burst.
+        assert_eq!(drain(&bucket, 3_600_000 * MS), 50);
+        // Starting later than zero makes no difference.
+        assert_eq!(drain(&TokenBucket::new(1000, 50), 123_456 * MS), 50);
+    }
+
+    #[test]
+    fn a_token_bucket_under_steady_demand_gives_the_burst_and_the_rate() {
+        // A request every 10 µs for one second: 100,000 requests.
+        let bucket = TokenBucket::new(1000, 50);
+        let given = (0..100_000u64).filter(|i| bucket.take(i * 10_000)).count();
+        assert!((1049..=1050).contains(&given), "{given}");
+        // A different rate and burst.
+        let bucket = TokenBucket::new(10, 3);
+        let given = (0..1_000u64).filter(|i| bucket.take(i * 10 * MS)).count();
+        assert_eq!(given, 3 + 99, "3 at once, then one every 100 ms of the remaining 9.99 s");
+    }
+
+    #[test]
+    fn a_token_bucket_gives_no_extra_token_to_a_late_clock() {
+        let bucket = TokenBucket::new(1000, 50);
+        assert_eq!(drain(&bucket, 100 * MS), 50);
+        // A thread that read the clock earlier finds the bucket as empty.
+        assert!(!bucket.take(99 * MS));
+        assert!(!bucket.take(0));
+        assert!(bucket.take(101 * MS));
+    }
+
+    #[test]
+    fn a_token_bucket_shared_by_threads_gives_each_token_once() {
+        let bucket = TokenBucket::new(1000, 50);
+        let given: usize = std::thread::scope(|scope| {
+            let workers: Vec<_> =
+                (0..4).map(|_| scope.spawn(|| (0..10_000).filter(|_| bucket.take(5 * MS)).count())).collect();
+            workers.into_iter().map(|w| w.join().expect("worker")).sum()
+        });
+        assert_eq!(given, 50);
+    }
+
+    #[test]
+    #[should_panic(expected = "a rate and a burst")]
+    fn a_token_bucket_needs_a_rate() {
+        TokenBucket::new(0, 50);
     }
 
     #[test]

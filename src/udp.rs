@@ -147,6 +147,10 @@ impl Sender {
     /// Sends each payload to the address of the matching entry of `datagrams`, blocking
     /// while the socket buffer is full so that nothing is dropped for lack of room. Datagrams the
     /// kernel refuses are reported through `on_failure`; the rest of the batch still goes out.
+    ///
+    /// Panics unless there is one payload per datagram, each of the length its datagram gives:
+    /// the iovecs handed to the kernel are cut by those lengths, so a mismatch is a bug that
+    /// must stop here rather than send the wrong bytes.
     pub fn send(
         &mut self,
         socket: &Socket,
@@ -154,6 +158,11 @@ impl Sender {
         payloads: &[IoSlice<'_>],
         on_failure: &mut dyn FnMut(SendFailure),
     ) {
+        assert_eq!(datagrams.len(), payloads.len(), "one payload per datagram");
+        assert!(
+            datagrams.iter().zip(payloads).all(|(&(_, len), payload)| payload.len() == len),
+            "each payload has its datagram's length"
+        );
         batch::runs(datagrams, self.gso_limit, &mut self.runs);
         let mut next = 0;
         while next < self.runs.len() {
@@ -480,6 +489,25 @@ mod tests {
         for other in [Some(libc::ENETUNREACH), Some(libc::EPERM), None] {
             assert_eq!(gso_limit_after_refusal(other, 1472, unlimited), None);
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "one payload per datagram")]
+    fn send_refuses_more_datagrams_than_payloads() {
+        let (tx, _rx, addr) = loopback_pair();
+        let payload = [0u8; 100];
+        let datagrams = [(addr, 100), (addr, 100)];
+        Sender::new(true).send(&tx, &datagrams, &[IoSlice::new(&payload)], &mut |_| {});
+    }
+
+    #[test]
+    #[should_panic(expected = "each payload has its datagram's length")]
+    fn send_refuses_a_payload_shorter_than_its_datagram() {
+        let (tx, _rx, addr) = loopback_pair();
+        let (long, short) = ([0u8; 100], [0u8; 10]);
+        let datagrams = [(addr, 100), (addr, 100)];
+        let payloads = [IoSlice::new(&long), IoSlice::new(&short)];
+        Sender::new(true).send(&tx, &datagrams, &payloads, &mut |_| {});
     }
 
     /// What a round trip observed besides the payloads.

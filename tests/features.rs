@@ -4,8 +4,10 @@
 
 mod common;
 
-use std::net::UdpSocket;
-use std::time::Duration;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::{Lab, in_netns, metric, wait_until};
 
@@ -208,6 +210,95 @@ fn spoofed_datagrams_are_dropped_and_counted_and_metrics_move() {
     assert!(metric(&after, "udptun_bytes_total{direction=\"tx\"}") > 0);
     assert_eq!(metric(&after, "udptun_peers"), 1);
     assert!(lab.http_get(&b, "127.0.0.1:9101", "/other").starts_with("HTTP/1.1 404"));
+}
+
+/// A TCP connection to `addr` made inside `ns` (the socket stays there, whatever thread uses it).
+fn connect_in(ns: &str, addr: &'static str) -> TcpStream {
+    in_netns(ns, move || TcpStream::connect(addr).unwrap())
+}
+
+/// How long after `since` the server closed `stream`, sending it one byte of `dribble` (if any)
+/// a second meanwhile; `None` if it was still open after `limit`.
+fn closed_after(mut stream: TcpStream, dribble: &[u8], since: Instant, limit: Duration) -> Option<Duration> {
+    stream.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut bytes = dribble.iter();
+    let mut buf = [0u8; 4096];
+    while since.elapsed() < limit {
+        if let Some(&byte) = bytes.next()
+            && stream.write_all(&[byte]).is_err()
+        {
+            return Some(since.elapsed());
+        }
+        match stream.read(&mut buf) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Ok(0) | Err(_) => return Some(since.elapsed()),
+            Ok(n) => panic!("an answer to an unfinished request: {}", String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    None
+}
+
+/// Scrapes `/metrics` at `addr` inside `ns`, waiting at most 3 s: how long it took, and the
+/// response (or why there was none).
+fn timed_scrape(ns: &str, addr: &'static str) -> (Duration, String) {
+    in_netns(ns, move || {
+        let start = Instant::now();
+        let response = (|| -> std::io::Result<String> {
+            let mut stream = TcpStream::connect(addr)?;
+            stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+            stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })();
+        (start.elapsed(), response.unwrap_or_else(|e| format!("no answer: {e}")))
+    })
+}
+
+#[test]
+fn slow_metrics_clients_neither_hold_off_a_scrape_nor_keep_their_connection() {
+    let _timed = common::measures_time();
+    let Some(mut lab) = Lab::new("slow_metrics_clients_neither_hold_off_a_scrape") else { return };
+    let a = lab.host("a", "10.100.0.1/24");
+    let metrics = "127.0.0.1:9100";
+    lab.udptun(&a, &["-A", "10.100.0.2", "-d", "udptun", "--metrics-listen", metrics]);
+    lab.wait_metrics(&a, metrics);
+
+    // One client sends nothing; another sends a byte a second and never ends its headers.
+    let start = Instant::now();
+    let (silent, slow) = (connect_in(&a, metrics), connect_in(&a, metrics));
+    let request = [&b"GET /metrics HTTP/1.1\r\nX-Slow: "[..], &[b'a'; 20]].concat();
+    let limit = Duration::from_secs(10);
+    let silent = thread::spawn(move || closed_after(silent, b"", start, limit));
+    let slow = thread::spawn(move || closed_after(slow, &request, start, limit));
+    thread::sleep(Duration::from_millis(1500));
+    for _ in 0..3 {
+        let (took, response) = timed_scrape(&a, metrics);
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(took < Duration::from_secs(1), "a scrape beside two slow clients took {took:?}");
+        thread::sleep(Duration::from_millis(300));
+    }
+    // Each is cut off when its 5 s are up, not before.
+    for (who, client) in [("silent", silent), ("slow", slow)] {
+        let closed = client.join().unwrap();
+        let in_time =
+            closed.is_some_and(|t| t >= Duration::from_millis(4500) && t < Duration::from_millis(6500));
+        assert!(in_time, "the {who} client was disconnected after {closed:?} (expected about 5 s)");
+    }
+
+    // Eight connections take every place: a ninth is closed at once, and once they go, scrapes
+    // are answered again.
+    let idle: Vec<TcpStream> = (0..8).map(|_| connect_in(&a, metrics)).collect();
+    thread::sleep(Duration::from_millis(200));
+    let closed = closed_after(connect_in(&a, metrics), b"", Instant::now(), Duration::from_secs(3));
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_millis(500)),
+        "a ninth connection: closed after {closed:?}"
+    );
+    drop(idle);
+    let answered =
+        wait_until(Duration::from_secs(2), || timed_scrape(&a, metrics).1.starts_with("HTTP/1.1 200"));
+    assert!(answered, "no scrape answered after the eight connections closed");
 }
 
 #[test]

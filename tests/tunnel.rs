@@ -3,7 +3,7 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{HttpServer, Lab, Reply, TestPki, hosts_doc, in_netns, listen_in, wait_until};
 
@@ -87,6 +87,68 @@ fn unmapped_destination_answers_destination_host_unreachable() {
     assert!(stdout.contains("From 192.168.100.9 icmp_seq=1 Destination Host Unreachable"), "{stdout}");
     let log = lab.stop(daemon);
     assert!(log.contains("dropped no_mapping=2"), "{log}");
+}
+
+#[test]
+fn a_flood_to_an_unmapped_address_draws_icmp_errors_at_the_rate_limit_only() {
+    let _timed = common::measures_time();
+    let Some(mut lab) = Lab::new("a_flood_to_an_unmapped_address_draws_icmp_errors") else { return };
+    let hosts = lab.file("hosts.json", THREE_HOSTS);
+    let ns = lab.host("h1", "10.100.0.1/24");
+    let metrics = "127.0.0.1:9100";
+    lab.udptun(&ns, &["--hosts-file", &hosts, "-d", "udptun", "--metrics-listen", metrics]);
+    lab.tunnel_up(&ns, "udptun", "192.168.100.1/24");
+    lab.wait_metrics(&ns, metrics);
+    let no_mapping = "udptun_dropped_packets_total{reason=\"no_mapping\"}";
+    let suppressed = "udptun_icmp_errors_suppressed_total";
+    let count = |series: &str| lab.scrape(&ns, metrics, series);
+    // With no peer traffic, all udptun writes into the TUN (its rx) are ICMP errors.
+    let written = || lab.device_counter(&ns, "udptun", "rx_packets");
+    let (no_mapping_before, suppressed_before, written_before) =
+        (count(no_mapping), count(suppressed), written());
+    let routed_before = lab.device_counter(&ns, "udptun", "tx_packets");
+
+    // 5,000 UDP datagrams to an unmapped address, 5 every millisecond for a second.
+    let start = Instant::now();
+    in_netns(&ns, move || {
+        let socket = UdpSocket::bind("192.168.100.1:0").unwrap();
+        for ms in 1..=1000 {
+            for _ in 0..5 {
+                socket.send_to(b"flood", "192.168.100.9:9").unwrap();
+            }
+            let due = start + Duration::from_millis(ms);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+    });
+    let flood = start.elapsed();
+    // What udptun took from the TUN, and what of it it counted as unmapped.
+    let routed = || lab.device_counter(&ns, "udptun", "tx_packets") - routed_before;
+    let offered = || count(no_mapping) - no_mapping_before;
+    let settled = wait_until(Duration::from_secs(5), || offered() == routed());
+    // udptun handled the whole flood within this time, so no more tokens than this were due.
+    let window = start.elapsed();
+    assert!(
+        settled && offered() >= 4900,
+        "udptun took {} of the 5000 datagrams, {} unmapped",
+        routed(),
+        offered()
+    );
+    let replies = written() - written_before;
+    let held_back = count(suppressed) - suppressed_before;
+    let most = 50 + (1000.0 * window.as_secs_f64()).ceil() as u64;
+    println!("flood {flood:?}, handled within {window:?}: {replies} ICMP errors, {held_back} held back");
+    assert!(replies <= most, "{replies} ICMP errors in {window:?} (at most {most})");
+    assert!(
+        replies >= 500,
+        "{replies} ICMP errors in {flood:?}: the limit should let about 1000 a second through"
+    );
+    assert_eq!(replies + held_back, offered(), "each datagram got an error or was counted as held back");
+
+    // A moment later, a ping to an unmapped address gets its answer again.
+    std::thread::sleep(Duration::from_millis(100));
+    let out = lab.output(&ns, &["ping", "-c", "1", "-W", "1", "192.168.100.9"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("From 192.168.100.9 icmp_seq=1 Destination Host Unreachable"), "{stdout}");
 }
 
 #[test]
