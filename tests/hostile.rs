@@ -1,6 +1,7 @@
 //! A hostile hosts server: huge and endless bodies, a server that never answers, redirect loops,
-//! a downgrade to http, errors, garbage, and a very large document. Each time the last good
-//! table stays in force, memory stays bounded, the tunnel keeps working, and the log says why.
+//! a downgrade to http, errors, garbage, a very large document and one padded to near the cap.
+//! Each time the last good table stays in force (or the new one loads), memory stays bounded,
+//! the tunnel keeps working, and the log says why.
 
 mod common;
 
@@ -160,6 +161,61 @@ fn the_body_cap_refuses_huge_documents_long_before_the_timeout() {
         let rss = peak_rss_mib(&a);
         assert!(rss < 128, "{what}: peak RSS {rss} MiB");
     }
+}
+
+/// A hosts document of about `size` bytes: the nodes of `common::hosts_doc(hosts)` after a
+/// field the parser ignores, `"pad"`, an array of zeros.
+fn padded_doc(hosts: &[u8], size: usize) -> String {
+    let nodes = common::hosts_doc(hosts);
+    let zeros = size.saturating_sub(nodes.len() + 16) / 2;
+    // `nodes` is `{ "nodes": ... }`: the padding goes in after its opening brace.
+    format!("{{ \"pad\": [{}0], {}", "0,".repeat(zeros), &nodes[2..])
+}
+
+#[test]
+fn a_document_padded_to_near_the_cap_loads_in_bounded_memory() {
+    let Some(mut lab) = Lab::new("a_document_padded_to_near_the_cap_loads_in_bounded_memory") else {
+        return;
+    };
+    let web = lab.host("web", "10.100.0.80/24");
+    let server = HttpServer::start(listen_in(&web, "10.100.0.80:8080"), None);
+    server.set("/hosts.json", Reply::ok(&common::hosts_doc(&[1])));
+    let a = lab.host("h1", "10.100.0.1/24");
+    let b = lab.host("h2", "10.100.0.2/24");
+    let da = lab.udptun(
+        &a,
+        &[
+            "--hosts-url",
+            "http://10.100.0.80:8080/hosts.json",
+            "--hosts-url-interval",
+            "600",
+            "-d",
+            "udptun",
+            "--address",
+            "192.168.100.1/24",
+        ],
+    );
+    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.wait_device(&a, "udptun");
+    lab.wait_sighup_handler(&a);
+    assert!(!lab.ping(&a, "192.168.100.2"), "host 2 is not in the first table");
+
+    // 30 MiB, under the 32 MiB cap: what the parser keeps of it is two entries.
+    let doc = padded_doc(&[1, 2], 30 << 20);
+    let size_mib = doc.len() as f64 / f64::from(1 << 20);
+    server.set("/hosts.json", Reply::ok(&doc));
+    drop(doc);
+    let start = lab.log(da).len();
+    lab.signal(da, libc::SIGHUP);
+    let loaded = logged_after(&lab, da, start, &["loaded: 2 entries"], Duration::from_secs(60));
+    assert!(loaded.is_some(), "{size_mib:.1} MiB document not loaded:\n{}", &lab.log(da)[start..]);
+    lab.assert_ping(&a, "192.168.100.2");
+    let rss = peak_rss_mib(&a);
+    eprintln!("{size_mib:.1} MiB document: peak RSS {rss} MiB");
+    assert!(
+        rss < 256 && (rss as f64) < 8.0 * size_mib,
+        "{size_mib:.1} MiB document: peak RSS {rss} MiB (at most 256 MiB and 8 times the document)"
+    );
 }
 
 #[test]
