@@ -44,16 +44,22 @@ fn main() {
     }
     text.push_str("} }\n");
 
+    let before_parse = LIVE.load(Relaxed);
+    PEAK.store(before_parse, Relaxed);
     let start = Instant::now();
     let entries = hosts::parse(&text).expect("the generated document parses");
     let parsed = start.elapsed();
+    let parse_peak = PEAK.load(Relaxed) - before_parse;
+    let entries_held = LIVE.load(Relaxed) - before_parse;
     let before = LIVE.load(Relaxed);
+    PEAK.store(before, Relaxed);
     let build = Instant::now();
     let table = PeerTable::from_entries(entries.iter().map(|e| {
         let host: Ipv4Addr = e.host.parse().unwrap();
         (e.prefix, SocketAddr::from((host, e.port)))
     }));
     let built = build.elapsed();
+    let build_peak = PEAK.load(Relaxed) - before;
     let held = LIVE.load(Relaxed) - before;
     assert_eq!(table.entry_count(), ENTRIES as usize);
     let reloaded = PeerTable::from_entries(entries.iter().map(|e| {
@@ -67,6 +73,13 @@ fn main() {
     println!("|---|---:|");
     println!("| document size | {:.1} MB |", text.len() as f64 / 1e6);
     println!("| parse | {:.0} ms |", parsed.as_secs_f64() * 1e3);
+    let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
+    println!(
+        "| heap: parse peak, entries held after it | {:.1} MiB, {:.1} MiB |",
+        mib(parse_peak),
+        mib(entries_held)
+    );
+    println!("| heap: table build peak | {:.1} MiB |", mib(build_peak));
     println!("| build the table (names given as IPs) | {:.0} ms |", built.as_secs_f64() * 1e3);
     println!("| carry learned ports over to a reloaded table | {:.0} ms |", inherited.as_secs_f64() * 1e3);
     println!(

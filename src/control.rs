@@ -76,8 +76,10 @@ type Name = (String, u16);
 
 struct Lookup {
     name: Name,
+    /// Where its answer goes in the round's results.
+    index: usize,
     deadline: Instant,
-    reply: mpsc::Sender<(Name, io::Result<SocketAddr>)>,
+    reply: mpsc::Sender<(usize, io::Result<SocketAddr>)>,
 }
 
 impl Resolver {
@@ -93,7 +95,7 @@ impl Resolver {
                     let Ok(job) = next else { return };
                     if Instant::now() < job.deadline {
                         let result = resolve(&job.name.0, job.name.1, family);
-                        let _ = job.reply.send((job.name, result));
+                        let _ = job.reply.send((job.index, result));
                     }
                 }
             })?;
@@ -101,45 +103,48 @@ impl Resolver {
         Ok(Self { jobs, family, timeout })
     }
 
-    /// Resolves every name in `names`; a name with no answer within the timeout gets an error.
-    fn resolve_all(&self, names: impl IntoIterator<Item = Name>) -> HashMap<Name, io::Result<SocketAddr>> {
+    /// Looks up every host name in `names` (address literals are skipped: they need no
+    /// lookup), each once; a name with no answer within the timeout gets an error.
+    fn resolve_all<'a>(
+        &self,
+        names: impl IntoIterator<Item = (&'a str, u16)>,
+    ) -> HashMap<(&'a str, u16), io::Result<SocketAddr>> {
         let deadline = Instant::now() + self.timeout;
         let (reply, answers) = mpsc::channel();
-        let mut results = HashMap::new();
-        let mut pending = 0;
+        let mut index_of = HashMap::new();
+        let mut results = Vec::new();
         for name in names {
-            if results.contains_key(&name) {
+            if index_of.contains_key(&name) || resolve_literal(name.0, name.1, self.family).is_some() {
                 continue;
             }
-            if let Some(literal) = resolve_literal(&name.0, name.1, self.family) {
-                results.insert(name, literal);
-                continue;
-            }
-            let job = Lookup { name: name.clone(), deadline, reply: reply.clone() };
-            results.insert(name, Err(io::Error::new(io::ErrorKind::TimedOut, "no answer")));
-            if self.jobs.send(job).is_ok() {
-                pending += 1;
+            let index = results.len();
+            index_of.insert(name, index);
+            results.push(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {} s (--resolve-timeout)", self.timeout.as_secs_f64()),
+            )));
+            let job = Lookup { name: (name.0.to_string(), name.1), index, deadline, reply: reply.clone() };
+            if self.jobs.send(job).is_err() {
+                results[index] = Err(io::Error::other("no resolver thread left"));
             }
         }
+        let mut pending = results.len();
         while pending > 0 {
-            match answers.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok((name, result)) => {
-                    pending -= 1;
-                    results.insert(name, result);
-                }
-                Err(_) => break,
+            let Ok((index, result)) =
+                answers.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                break;
+            };
+            pending -= 1;
+            if let Some(slot) = results.get_mut(index) {
+                *slot = result;
             }
         }
-        let timeout = self.timeout;
-        for result in results.values_mut() {
-            if matches!(result, Err(e) if e.kind() == io::ErrorKind::TimedOut) {
-                *result = Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer within {} s (--resolve-timeout)", timeout.as_secs_f64()),
-                ));
-            }
-        }
-        results
+        let mut results: Vec<Option<io::Result<SocketAddr>>> = results.into_iter().map(Some).collect();
+        index_of
+            .into_iter()
+            .filter_map(|(name, index)| Some((name, results.get_mut(index)?.take()?)))
+            .collect()
     }
 }
 
@@ -152,39 +157,33 @@ enum Document {
     Hosts(Vec<Entry>),
 }
 
-/// Builds a table from `document`, resolving each distinct host once with `resolve`. `origin`
-/// names the document in messages.
+/// Builds a table from `document`, each host's address given by `lookup` (an address literal
+/// is its own address). `origin` names the document in messages.
 fn build_table(
     document: &Document,
     origin: &str,
-    resolve: &mut dyn FnMut(&str, u16) -> io::Result<SocketAddr>,
+    lookup: &mut dyn FnMut(&str, u16) -> io::Result<SocketAddr>,
 ) -> Result<PeerTable> {
     match document {
-        Document::Remote(host, port) => resolve(host, *port)
+        Document::Remote(host, port) => lookup(host, *port)
             .map(PeerTable::single)
             .map_err(|e| anyhow!("-A {host}: does not resolve: {e}")),
         Document::Hosts(entries) => {
-            let mut resolved: HashMap<(&str, u16), SocketAddr> = HashMap::new();
-            let mut pairs = Vec::with_capacity(entries.len());
+            // Check every host first, so that the table is built straight from the entries,
+            // with no copy of them in between (a document may have hundreds of thousands).
             for entry in entries {
-                let key = (entry.host.as_str(), entry.port);
-                let peer = match resolved.get(&key) {
-                    Some(peer) => *peer,
-                    None => {
-                        let peer = resolve(&entry.host, entry.port).map_err(|e| {
-                            anyhow!(
-                                "{origin}: line {}: `{}`: host `{}` does not resolve: {e}",
-                                entry.line,
-                                entry.prefix,
-                                entry.host
-                            )
-                        })?;
-                        *resolved.entry(key).or_insert(peer)
-                    }
-                };
-                pairs.push((entry.prefix, peer));
+                lookup(&entry.host, entry.port).map_err(|e| {
+                    anyhow!(
+                        "{origin}: line {}: `{}`: host `{}` does not resolve: {e}",
+                        entry.line,
+                        entry.prefix,
+                        entry.host
+                    )
+                })?;
             }
-            Ok(PeerTable::from_entries(pairs))
+            Ok(PeerTable::from_entries(
+                entries.iter().filter_map(|e| Some((e.prefix, lookup(&e.host, e.port).ok()?))),
+            ))
         }
     }
 }
@@ -215,7 +214,7 @@ pub enum Command {
     Reload,
 }
 
-/// The address each (host, port) of a document resolved to.
+/// The address each (host name, port) of a document resolved to (address literals are not kept).
 type Resolved = HashMap<Name, SocketAddr>;
 
 /// How often a hosts file is checked for changes.
@@ -310,26 +309,30 @@ impl Control {
     /// is an error; without, it keeps its last address (and only a name never resolved is an
     /// error).
     fn resolve(&self, document: &Document, strict: bool) -> Result<(PeerTable, Resolved)> {
-        let names: Vec<Name> = match document {
-            Document::Remote(host, port) => vec![(host.clone(), *port)],
-            Document::Hosts(entries) => entries.iter().map(|e| (e.host.clone(), e.port)).collect(),
+        let names: Box<dyn Iterator<Item = (&str, u16)>> = match document {
+            Document::Remote(host, port) => Box::new(std::iter::once((host.as_str(), *port))),
+            Document::Hosts(entries) => Box::new(entries.iter().map(|e| (e.host.as_str(), e.port))),
         };
-        let mut results = self.resolver.resolve_all(names);
-        let origin = self.origin();
-        let previous = &self.resolved;
+        let results = self.resolver.resolve_all(names);
+        let (origin, family, previous) = (self.origin(), self.resolver.family, &self.resolved);
         let mut fresh = Resolved::new();
         let table = build_table(document, &origin, &mut |host, port| {
+            if let Some(literal) = resolve_literal(host, port, family) {
+                return literal;
+            }
             let name = (host.to_string(), port);
-            let result = results
-                .remove(&name)
-                .unwrap_or_else(|| Err(io::Error::other("not looked up")))
-                .or_else(|error| match previous.get(&name) {
-                    Some(last) if !strict => {
-                        tracing::warn!("{origin}: `{host}` does not resolve ({error}); keeping {last}");
-                        Ok(*last)
-                    }
-                    _ => Err(error),
-                });
+            let result = match results.get(&(host, port)) {
+                Some(Ok(addr)) => Ok(*addr),
+                Some(Err(error)) => Err(io::Error::new(error.kind(), error.to_string())),
+                None => Err(io::Error::other("not looked up")),
+            }
+            .or_else(|error| match previous.get(&name) {
+                Some(last) if !strict => {
+                    tracing::warn!("{origin}: `{host}` does not resolve ({error}); keeping {last}");
+                    Ok(*last)
+                }
+                _ => Err(error),
+            });
             if let Ok(addr) = result {
                 fresh.insert(name, addr);
             }
@@ -351,6 +354,7 @@ impl Control {
         shared.table.store(Arc::new(table));
         shared.stats.tables_loaded.fetch_add(1, Relaxed);
         shared.stats.last_load_unix.store(unix_now(), Relaxed);
+        release_free_memory();
     }
 
     /// Rereads the source; a failure keeps the current table, says why, and forgets the
@@ -504,6 +508,16 @@ pub fn spawn_keepalives(keepalive: Keepalive, shared: Arc<Shared>) -> io::Result
     Ok(())
 }
 
+/// Gives the memory a table build used and freed back to the system: a large document parsed
+/// once would otherwise stay in the resident set for the rest of the run.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// `interval` ± 10 %, so that many nodes polling one server do not do it in step.
 fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + 0.2 * fastrand::f64())
@@ -562,18 +576,13 @@ mod tests {
     }
 
     #[test]
-    fn each_host_is_resolved_once_and_errors_name_the_line() {
-        let calls = std::cell::Cell::new(0);
-        let mut resolver = |host: &str, port: u16| {
-            calls.set(calls.get() + 1);
-            match host {
-                "a" => Ok(SocketAddr::from(([192, 0, 2, 1], port))),
-                _ => Err(io::Error::other("no address found")),
-            }
+    fn errors_name_the_line_and_the_host() {
+        let mut resolver = |host: &str, port: u16| match host {
+            "a" => Ok(SocketAddr::from(([192, 0, 2, 1], port))),
+            _ => Err(io::Error::other("no address found")),
         };
         let error = build_table(&three_entries(), "hosts.json", &mut resolver).unwrap_err().to_string();
         assert_eq!(error, "hosts.json: line 4: `10.0.0.3`: host `bad` does not resolve: no address found");
-        assert_eq!(calls.get(), 2);
 
         let Document::Hosts(entries) = three_entries() else { unreachable!() };
         let table =
@@ -582,6 +591,22 @@ mod tests {
             table.route(&echo_request_v4([10, 0, 0, 9], [10, 0, 0, 2])),
             Verdict::Send("192.0.2.1:7777".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn the_resolver_looks_each_name_up_once_skips_literals_and_keeps_its_deadline() {
+        let resolver = Resolver::new(Family::V4, Duration::from_secs(2)).unwrap();
+        let started = Instant::now();
+        let results = resolver.resolve_all([
+            ("localhost", 9),
+            ("localhost", 9),
+            ("192.0.2.1", 9),
+            ("no-such-host.invalid", 9),
+        ]);
+        assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+        assert_eq!(results.len(), 2, "one result per name, none for the literal");
+        assert!(results[&("localhost", 9)].as_ref().is_ok_and(|a| a.ip().is_loopback()));
+        assert!(results[&("no-such-host.invalid", 9)].is_err());
     }
 
     #[test]

@@ -185,6 +185,7 @@ fn run(cli: &Cli) -> Result<()> {
     // The first table must load, or there is nothing to run (a supervisor will retry).
     let resolver = Resolver::new(family, cli.resolve_timeout)?;
     let (control, table) = Control::start(source, resolver)?;
+    control::release_free_memory();
     tracing::info!(
         "device {} (mtu {}), listening on {local}, {threads} thread(s), offloads: tun {}, gso {gso}, gro {gro}",
         device.name,
