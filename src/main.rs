@@ -97,8 +97,7 @@ enum Event {
 
 fn run(cli: &Cli) -> Result<()> {
     // Signal handlers first: a SIGHUP during the first fetch queues a reload, and SIGTERM ends
-    // the process at any time (during start-up, at once).
-    // process at any time (during start-up, at once). The handlers are installed here; the
+    // the process at any time (during start-up, at once). The handlers are installed here; the
     // thread that reads what they caught starts once privileges are dropped.
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
 

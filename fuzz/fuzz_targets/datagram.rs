@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use udptun::packet;
-use udptun::peers::PeerTable;
+use udptun::peers::{PeerTable, Roaming};
 
 static TABLE: LazyLock<PeerTable> = LazyLock::new(|| {
     let entry = |prefix: &str, peer: &str| (prefix.parse().unwrap(), peer.parse().unwrap());
@@ -18,17 +18,20 @@ static TABLE: LazyLock<PeerTable> = LazyLock::new(|| {
 
 fuzz_target!(|data: &[u8]| {
     let source = "192.0.2.1:40000".parse().unwrap();
+    // The table lives across inputs, so the roaming hold sees a clock that moves on.
+    let now = 1 + data.len() as u64 * 100;
+    let roaming = Roaming { hold_ms: 15_000, keyed: data.first().is_some_and(|b| b & 1 == 1) };
     match packet::check(data) {
         Ok(version) => {
             assert!(version == 4 || version == 6);
             // A checked packet always has both addresses.
             assert!(packet::source(data).is_some() && packet::destination(data).is_some());
-            let _ = TABLE.admit(data, source, false);
+            let _ = TABLE.admit(data, source, false, now, roaming);
             let _ = TABLE.route(data);
         }
         Err(reason) => {
             let _ = reason.as_str();
         }
     }
-    let _ = TABLE.keepalive_from(source);
+    let _ = TABLE.keepalive_from(source, now, roaming);
 });
