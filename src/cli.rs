@@ -157,10 +157,13 @@ pub enum Action {
     Genkey,
 }
 
+/// The longest interval or timeout a flag takes: a year (longer would overflow the clock).
+const MAX_INTERVAL_SECS: f64 = 365.0 * 86_400.0;
+
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    if !(seconds.is_finite() && seconds >= 0.01) {
-        return Err(format!("`{text}`: the interval must be at least 0.01 seconds"));
+    if !(seconds.is_finite() && (0.01..=MAX_INTERVAL_SECS).contains(&seconds)) {
+        return Err(format!("`{text}`: the interval must be from 0.01 seconds to a year"));
     }
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
 }
@@ -312,7 +315,7 @@ mod tests {
     fn intervals_take_fractions_and_refuse_nonsense() {
         let cli = parse(&["--hosts-url", "http://x/", "--hosts-url-interval", "0.5"]).unwrap();
         assert_eq!(cli.hosts_url_interval, Duration::from_millis(500));
-        for bad in ["0", "-1", "abc", "inf", "NaN"] {
+        for bad in ["0", "-1", "abc", "inf", "NaN", "1e30", "31536001"] {
             assert!(parse(&["--hosts-url", "http://x/", "--hosts-url-interval", bad]).is_err(), "{bad}");
         }
     }

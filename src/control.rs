@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow};
 use socket2::Socket;
 
-use crate::datapath::Shared;
+use crate::datapath::{self, Shared};
 use crate::fetch::{Fetched, Fetcher, MAX_BODY_BYTES};
 use crate::hosts::{self, Entry};
 use crate::keepalive::{self, Key};
@@ -60,9 +61,11 @@ fn resolve_literal(host: &str, port: u16, family: Family) -> Option<io::Result<S
     })
 }
 
-/// Host-name lookups off the control thread: a few worker threads resolve in parallel, and a
-/// round of lookups ends at its deadline whatever the resolver does. A lookup that never
-/// returns ties up one worker, never the control plane; lookups whose round is over are skipped.
+/// Host-name lookups off the control thread: a few worker threads resolve in parallel, each
+/// lookup has `timeout` from when a worker takes it up, and a round gives up on what is left
+/// once nothing has moved for `timeout` (every worker stuck in a resolver that does not answer).
+/// A lookup that never returns ties up one worker, never the control plane; lookups whose round
+/// is over are skipped.
 pub struct Resolver {
     jobs: mpsc::Sender<Lookup>,
     family: Family,
@@ -78,12 +81,19 @@ struct Lookup {
     name: Name,
     /// Where its answer goes in the round's results.
     index: usize,
-    deadline: Instant,
-    reply: mpsc::Sender<(usize, io::Result<SocketAddr>)>,
+    /// Set once the round has given up or finished: skip it.
+    round_over: Arc<AtomicBool>,
+    progress: mpsc::Sender<(usize, Progress)>,
+}
+
+/// What a worker tells the round about one lookup.
+enum Progress {
+    Started,
+    Done(io::Result<SocketAddr>),
 }
 
 impl Resolver {
-    /// Starts the workers; each round of lookups gives up after `timeout`.
+    /// Starts the workers; each lookup gives up after `timeout`.
     pub fn new(family: Family, timeout: Duration) -> io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Lookup>();
         let queue = Arc::new(Mutex::new(queue));
@@ -93,10 +103,13 @@ impl Resolver {
                 loop {
                     let next = queue.lock().map_err(drop).and_then(|q| q.recv().map_err(drop));
                     let Ok(job) = next else { return };
-                    if Instant::now() < job.deadline {
-                        let result = resolve(&job.name.0, job.name.1, family);
-                        let _ = job.reply.send((job.index, result));
+                    if job.round_over.load(Relaxed)
+                        || job.progress.send((job.index, Progress::Started)).is_err()
+                    {
+                        continue;
                     }
+                    let result = resolve(&job.name.0, job.name.1, family);
+                    let _ = job.progress.send((job.index, Progress::Done(result)));
                 }
             })?;
         }
@@ -104,47 +117,80 @@ impl Resolver {
     }
 
     /// Looks up every host name in `names` (address literals are skipped: they need no
-    /// lookup), each once; a name with no answer within the timeout gets an error.
+    /// lookup), each once; a name with no answer in time gets an error.
     fn resolve_all<'a>(
         &self,
         names: impl IntoIterator<Item = (&'a str, u16)>,
     ) -> HashMap<(&'a str, u16), io::Result<SocketAddr>> {
-        let deadline = Instant::now() + self.timeout;
-        let (reply, answers) = mpsc::channel();
+        let (progress, updates) = mpsc::channel();
+        let round_over = Arc::new(AtomicBool::new(false));
         let mut index_of = HashMap::new();
-        let mut results = Vec::new();
+        let mut results: Vec<Option<io::Result<SocketAddr>>> = Vec::new();
         for name in names {
             if index_of.contains_key(&name) || resolve_literal(name.0, name.1, self.family).is_some() {
                 continue;
             }
             let index = results.len();
             index_of.insert(name, index);
-            results.push(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer within {} s (--resolve-timeout)", self.timeout.as_secs_f64()),
-            )));
-            let job = Lookup { name: (name.0.to_string(), name.1), index, deadline, reply: reply.clone() };
-            if self.jobs.send(job).is_err() {
-                results[index] = Err(io::Error::other("no resolver thread left"));
-            }
-        }
-        let mut pending = results.len();
-        while pending > 0 {
-            let Ok((index, result)) =
-                answers.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            else {
-                break;
+            let job = Lookup {
+                name: (name.0.to_string(), name.1),
+                index,
+                round_over: round_over.clone(),
+                progress: progress.clone(),
             };
-            pending -= 1;
-            if let Some(slot) = results.get_mut(index) {
-                *slot = result;
+            results.push(self.jobs.send(job).err().map(|_| Err(io::Error::other("no resolver thread left"))));
+        }
+        drop(progress);
+        let mut pending = results.iter().filter(|r| r.is_none()).count();
+        let mut started: HashMap<usize, Instant> = HashMap::new();
+        let mut last_progress = Instant::now();
+        while pending > 0 {
+            let next_expiry = started.values().min().map(|&at| at + self.timeout);
+            let deadline =
+                next_expiry.into_iter().chain([last_progress + self.timeout]).min().unwrap_or(last_progress);
+            match updates.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((index, Progress::Started)) => {
+                    started.insert(index, Instant::now());
+                    last_progress = Instant::now();
+                }
+                Ok((index, Progress::Done(result))) => {
+                    if started.remove(&index).is_some() && results[index].is_none() {
+                        results[index] = Some(result);
+                        pending -= 1;
+                    }
+                    last_progress = Instant::now();
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    let expired: Vec<usize> = started
+                        .iter()
+                        .filter(|&(_, &at)| now >= at + self.timeout)
+                        .map(|(&i, _)| i)
+                        .collect();
+                    for index in expired {
+                        started.remove(&index);
+                        results[index] = Some(Err(self.timed_out()));
+                        pending -= 1;
+                    }
+                    if now >= last_progress + self.timeout {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        let mut results: Vec<Option<io::Result<SocketAddr>>> = results.into_iter().map(Some).collect();
+        round_over.store(true, Relaxed);
         index_of
             .into_iter()
-            .filter_map(|(name, index)| Some((name, results.get_mut(index)?.take()?)))
+            .map(|(name, index)| (name, results[index].take().unwrap_or_else(|| Err(self.timed_out()))))
             .collect()
+    }
+
+    fn timed_out(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {} s (--resolve-timeout)", self.timeout.as_secs_f64()),
+        )
     }
 }
 
@@ -313,45 +359,51 @@ impl Control {
             Document::Remote(host, port) => Box::new(std::iter::once((host.as_str(), *port))),
             Document::Hosts(entries) => Box::new(entries.iter().map(|e| (e.host.as_str(), e.port))),
         };
-        let results = self.resolver.resolve_all(names);
-        let (origin, family, previous) = (self.origin(), self.resolver.family, &self.resolved);
+        let origin = self.origin();
         let mut fresh = Resolved::new();
+        let mut failed = HashMap::new();
+        // Each name once: its address, or its last one, or why it has none.
+        for ((host, port), result) in self.resolver.resolve_all(names) {
+            let name = (host.to_string(), port);
+            match (result, self.resolved.get(&name)) {
+                (Ok(addr), _) => drop(fresh.insert(name, addr)),
+                (Err(error), Some(last)) if !strict => {
+                    tracing::warn!("{origin}: `{host}` does not resolve ({error}); keeping {last}");
+                    fresh.insert(name, *last);
+                }
+                (Err(error), _) => drop(failed.insert((host, port), error)),
+            }
+        }
+        let family = self.resolver.family;
         let table = build_table(document, &origin, &mut |host, port| {
             if let Some(literal) = resolve_literal(host, port, family) {
                 return literal;
             }
-            let name = (host.to_string(), port);
-            let result = match results.get(&(host, port)) {
-                Some(Ok(addr)) => Ok(*addr),
-                Some(Err(error)) => Err(io::Error::new(error.kind(), error.to_string())),
-                None => Err(io::Error::other("not looked up")),
+            match (fresh.get(&(host.to_string(), port)), failed.get(&(host, port))) {
+                (Some(addr), _) => Ok(*addr),
+                (None, Some(error)) => Err(io::Error::new(error.kind(), error.to_string())),
+                (None, None) => Err(io::Error::other("not looked up")),
             }
-            .or_else(|error| match previous.get(&name) {
-                Some(last) if !strict => {
-                    tracing::warn!("{origin}: `{host}` does not resolve ({error}); keeping {last}");
-                    Ok(*last)
-                }
-                _ => Err(error),
-            });
-            if let Ok(addr) = result {
-                fresh.insert(name, addr);
-            }
-            result
         })?;
         Ok((table, fresh))
     }
 
-    /// Publishes `table`, carrying over what the current one learned.
+    /// Publishes `table`, carrying over what the current one learned (again once it is in
+    /// force, for what the data plane taught the old one meanwhile), and starting the roaming
+    /// hold of its new peers.
     fn publish(&self, shared: &Shared, table: PeerTable, why: &str) {
-        let current = shared.table.load();
-        table.inherit_learned(&current);
         tracing::info!(
             "{}: {why}: {} entries, {} peers",
             self.origin(),
             table.entry_count(),
             table.peer_count()
         );
-        shared.table.store(Arc::new(table));
+        let table = Arc::new(table);
+        let old = shared.table.load_full();
+        table.inherit_learned(&old);
+        table.start_holds(datapath::clock_ms());
+        shared.table.store(table.clone());
+        table.inherit_learned(&old);
         shared.stats.tables_loaded.fetch_add(1, Relaxed);
         shared.stats.last_load_unix.store(unix_now(), Relaxed);
         release_free_memory();
@@ -523,7 +575,8 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(0.9 + 0.2 * fastrand::f64())
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

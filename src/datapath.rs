@@ -518,8 +518,9 @@ fn clock_ns() -> u64 {
     START.elapsed().as_nanos() as u64
 }
 
-/// Milliseconds on the same clock, never 0: what "heard" times are in.
-fn clock_ms() -> u64 {
+/// Milliseconds on the same clock, never 0: what "heard" times are in (the control plane
+/// starts the roaming holds of a new table with it).
+pub fn clock_ms() -> u64 {
     clock_ns() / 1_000_000 + 1
 }
 

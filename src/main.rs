@@ -1,8 +1,9 @@
 //! The udptun daemon.
 //!
-//! `main` wires the library's pieces together: it loads the first peer table (control plane), opens the
-//! UDP sockets and the TUN device (I/O edges), configures the device, starts the data-plane
-//! threads and then waits for a signal or a fatal error. See ARCHITECTURE.md.
+//! `main` wires the library's pieces together: it installs the signal handlers, opens the UDP
+//! sockets and the TUN device and configures it (the privileged set-up), gives up every
+//! privilege, loads the first peer table (control plane), starts the data-plane threads and
+//! then waits for a signal or a fatal error. See ARCHITECTURE.md.
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -110,10 +111,18 @@ fn run(cli: &Cli) -> Result<()> {
         Some(path) => Some(read_key(path)?),
         None => None,
     };
-    if key.is_some() && cli.keepalive.is_some() && cli.remote_address.is_none() && cli.address.is_empty() {
+    if key.is_some() && cli.keepalive.is_some() && cli.address.is_empty() {
         tracing::warn!(
             "--key: authenticated keepalives name this node by its first --address, and it has none: \
-             peers with a hosts table will refuse them"
+             a peer with a hosts table will refuse them (a one-to-one peer needs none)"
+        );
+    }
+    if let Some(keepalive) = cli.keepalive.filter(|&k| k >= cli.roam_hold) {
+        tracing::warn!(
+            "--keepalive {} s is not shorter than --roam-hold {} s: a peer with the same hold lets \
+             this node's address go between two keepalives",
+            keepalive.as_secs_f64(),
+            cli.roam_hold.as_secs_f64()
         );
     }
     let source = if let Some(host) = &cli.remote_address {
@@ -192,7 +201,9 @@ fn run(cli: &Cli) -> Result<()> {
         device.offload,
     );
 
+    table.start_holds(datapath::clock_ms());
     let shared = Arc::new(Shared { table: ArcSwap::from_pointee(table), stats: Default::default() });
+    shared.stats.last_load_unix.store(control::unix_now(), Relaxed);
     let options = Options {
         tun_offload: device.offload,
         gso,

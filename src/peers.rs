@@ -193,18 +193,19 @@ impl Endpoint {
     }
 
     /// An accepted datagram (or plain keepalive) from `source`, an address of this peer's IP, at
-    /// `now` (milliseconds, never 0). From the current address it is heard; from another port
-    /// it moves the peer there only without a key, and only once the current address has been
-    /// silent for the hold time, so that whoever else shares the peer's IP cannot take an
-    /// active peer's traffic.
+    /// `now` (milliseconds, never 0). From the current address it is heard. From the configured
+    /// address it moves the peer back there at once: the operator named it. From another port
+    /// it moves the peer only without a key, and only once the current address has been silent
+    /// for the hold time (which starts when the table is published), so that whoever else
+    /// shares the peer's IP cannot take an active peer's traffic.
     fn observe(&self, source: SocketAddr, now: u64, roaming: Roaming) -> Admission {
         let current = self.current();
-        if source.port() == current.port() {
+        if source == current {
             self.heard(now);
             return Admission::Accepted;
         }
-        let last = self.last_heard.load(Relaxed);
-        if roaming.keyed || (last != 0 && now.saturating_sub(last) < roaming.hold_ms) {
+        let silent_for = now.saturating_sub(self.last_heard.load(Relaxed));
+        if source != self.configured && (roaming.keyed || silent_for < roaming.hold_ms) {
             return Admission::AcceptedMoveRefused { current, from: source };
         }
         self.move_to(source.port(), now);
@@ -233,25 +234,34 @@ impl Endpoint {
         self.last_heard.store(now, Relaxed);
     }
 
-    fn inherit(&self, old: &Endpoint) {
-        self.learned_port.store(old.learned_port.load(Relaxed), Relaxed);
-        self.last_heard.store(old.last_heard.load(Relaxed), Relaxed);
-        self.last_counter.store(old.last_counter.load(Relaxed), Relaxed);
+    /// Takes over what `old` (the same peer in the previous table) learned, where it is newer
+    /// than what this one knows: merging twice, or after the data plane wrote to either, loses
+    /// nothing.
+    fn merge_from(&self, old: &Endpoint) {
+        self.last_counter.fetch_max(old.last_counter.load(Relaxed), Relaxed);
+        let heard = old.last_heard.load(Relaxed);
+        if heard > self.last_heard.load(Relaxed) {
+            self.learned_port.store(old.learned_port.load(Relaxed), Relaxed);
+            self.last_heard.store(heard, Relaxed);
+        }
     }
 }
 
 /// Where packets go, and from where they may come: the one remote of a one-to-one tunnel, or a
-/// map from inner prefixes to real peers for one-to-many. Immutable but for the ports learned
-/// from peers behind NAT.
+/// map from inner prefixes to real peers for one-to-many. Immutable but for what peers teach it
+/// (their ports behind NAT, when they were last heard, their keepalive counters).
 #[derive(Debug)]
 pub struct PeerTable {
     /// Distinct peer addresses; the routes refer to them by index.
     endpoints: Vec<Endpoint>,
     /// `None` for one-to-one (everything goes to endpoint 0).
     routes: Option<PrefixMap<u32>>,
-    /// For each peer IP, its endpoint if that is the only one with this IP (keepalives carry no
-    /// inner address, so only then do they say whose port changed).
+    /// For each peer IP, its endpoint if that is the only one with this IP (plain keepalives
+    /// carry no inner address, so only then can they move a peer).
     by_ip: HashMap<IpAddr, Option<u32>>,
+    /// The endpoints of each IP that several peers share (a keepalive from one of their current
+    /// addresses is still heard).
+    shared_ips: HashMap<IpAddr, Vec<u32>>,
 }
 
 /// The outcome of the source check on one received packet.
@@ -332,13 +342,19 @@ impl PeerTable {
 
     fn build(endpoints: Vec<Endpoint>, routes: Option<PrefixMap<u32>>) -> Self {
         let mut by_ip: HashMap<IpAddr, Option<u32>> = HashMap::new();
+        let mut shared_ips: HashMap<IpAddr, Vec<u32>> = HashMap::new();
         for (index, endpoint) in endpoints.iter().enumerate() {
-            by_ip
-                .entry(endpoint.configured.ip())
-                .and_modify(|unique| *unique = None)
-                .or_insert(Some(index as u32));
+            let (ip, index) = (endpoint.configured.ip(), index as u32);
+            match by_ip.get_mut(&ip) {
+                None => drop(by_ip.insert(ip, Some(index))),
+                Some(unique) => {
+                    let sharing = shared_ips.entry(ip).or_default();
+                    sharing.extend(unique.take());
+                    sharing.push(index);
+                }
+            }
         }
-        Self { endpoints, routes, by_ip }
+        Self { endpoints, routes, by_ip, shared_ips }
     }
 
     /// The endpoint serving inner address `addr`.
@@ -383,10 +399,19 @@ impl PeerTable {
 
     /// A plain (empty) keepalive came from `source`: if exactly one peer has that IP, it was
     /// heard (or moves, as [`Self::admit`] says).
+    /// When several peers share that IP, the keepalive is heard if it comes from one's current
+    /// address, and moves none.
     pub fn keepalive_from(&self, source: SocketAddr, now: u64, roaming: Roaming) -> Admission {
         match self.by_ip.get(&source.ip()) {
             Some(Some(index)) => self.endpoints[*index as usize].observe(source, now, roaming),
-            _ => Admission::Rejected,
+            Some(None) => {
+                let sharing = self.shared_ips.get(&source.ip()).map_or(&[][..], Vec::as_slice);
+                match sharing.iter().map(|&i| &self.endpoints[i as usize]).find(|e| e.current() == source) {
+                    Some(endpoint) => endpoint.observe(source, now, roaming),
+                    None => Admission::Rejected,
+                }
+            }
+            None => Admission::Rejected,
         }
     }
 
@@ -422,14 +447,24 @@ impl PeerTable {
 
     /// Takes over what `old` learned about peers this table has too (ports, when they were last
     /// heard, keepalive counters), so that a reload cuts off no peer behind NAT and reopens no
-    /// replay window.
+    /// replay window. Newer knowledge wins: call it again once this table is in force, to take
+    /// over what the data plane taught the old one meanwhile.
     pub fn inherit_learned(&self, old: &PeerTable) {
         let by_address: HashMap<SocketAddr, &Endpoint> =
             old.endpoints.iter().map(|e| (e.configured, e)).collect();
         for endpoint in &self.endpoints {
             if let Some(previous) = by_address.get(&endpoint.configured) {
-                endpoint.inherit(previous);
+                endpoint.merge_from(previous);
             }
+        }
+    }
+
+    /// Starts the roaming hold at `now` for every peer never heard: until it has been silent
+    /// that long since the table was published, no datagram from another port moves it (so a
+    /// neighbour on its IP cannot take it in the first moments after a restart).
+    pub fn start_holds(&self, now: u64) {
+        for endpoint in &self.endpoints {
+            let _ = endpoint.last_heard.compare_exchange(0, now, Relaxed, Relaxed);
         }
     }
 
@@ -671,14 +706,25 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_never_heard_moves_at_once_without_a_key_and_never_with_one() {
+    fn the_hold_starts_when_the_table_is_published_and_a_key_moves_nothing_but_keepalives() {
         let from_peer = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
         let nat = peer("192.0.2.2:40000");
         let table = PeerTable::single(peer("192.0.2.2:7777"));
+        table.start_holds(T0);
         assert!(matches!(
-            table.admit(&from_peer, nat, false, T0, HOLD),
+            table.admit(&from_peer, nat, false, T0 + 14_000, HOLD),
+            Admission::AcceptedMoveRefused { .. }
+        ));
+        assert!(matches!(
+            table.admit(&from_peer, nat, false, T0 + 15_000, HOLD),
             Admission::AcceptedFromNewPort { .. }
         ));
+        // The configured address takes it back at once, hold or not.
+        assert!(matches!(
+            table.admit(&from_peer, peer("192.0.2.2:7777"), false, T0 + 15_001, HOLD),
+            Admission::AcceptedFromNewPort { .. }
+        ));
+        assert_eq!(table.peers().collect::<Vec<_>>(), vec![peer("192.0.2.2:7777")]);
         let table = PeerTable::single(peer("192.0.2.2:7777"));
         assert!(matches!(
             table.admit(&from_peer, nat, false, T0, KEYED),
@@ -723,5 +769,41 @@ mod tests {
         let reloaded = overlay();
         reloaded.inherit_learned(&table);
         assert_eq!(reloaded.authenticated_keepalive(sender, 11, moved, T0), KeepaliveOutcome::Replayed);
+    }
+
+    #[test]
+    fn keepalives_from_peers_that_share_an_ip_are_heard_but_move_none() {
+        let table = PeerTable::from_entries([
+            (prefix("192.168.100.2"), peer("192.0.2.2:7777")),
+            (prefix("192.168.100.3"), peer("192.0.2.2:7778")),
+        ]);
+        table.start_holds(T0);
+        let from_2 = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
+        // 14 s on, .2 keeps its address alive with keepalives alone.
+        assert_eq!(table.keepalive_from(peer("192.0.2.2:7777"), T0 + 14_000, HOLD), Admission::Accepted);
+        assert_eq!(table.keepalive_from(peer("192.0.2.2:40000"), T0 + 14_000, HOLD), Admission::Rejected);
+        // So at 20 s a neighbour's packet with .2's source does not move it.
+        assert!(matches!(
+            table.admit(&from_2, peer("192.0.2.2:40000"), false, T0 + 20_000, HOLD),
+            Admission::AcceptedMoveRefused { .. }
+        ));
+    }
+
+    #[test]
+    fn inheriting_twice_keeps_the_newest_of_both_tables() {
+        let old = overlay();
+        let new = overlay();
+        let sender: IpAddr = "192.168.100.2".parse().unwrap();
+        new.inherit_learned(&old);
+        // While the new table is being published, the data plane still writes to the old one.
+        old.authenticated_keepalive(sender, 50, peer("192.0.2.2:40000"), T0);
+        new.authenticated_keepalive(sender, 40, peer("192.0.2.2:7777"), T0 - 500);
+        new.inherit_learned(&old);
+        assert_eq!(
+            new.authenticated_keepalive(sender, 50, peer("192.0.2.2:40000"), T0),
+            KeepaliveOutcome::Replayed
+        );
+        let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
+        assert_eq!(new.route(&to_2), Verdict::Send(peer("192.0.2.2:40000")), "the later move wins");
     }
 }

@@ -86,7 +86,8 @@ pub struct Stats {
     pub received_packets: AtomicU64,
     /// Bytes of those packets.
     pub received_bytes: AtomicU64,
-    /// Keepalives (zero-length datagrams) received.
+    /// Keepalives received: zero-length datagrams, and datagrams that start like an
+    /// authenticated keepalive (refused ones included; those are also counted by reason).
     pub keepalives_received: AtomicU64,
     /// Datagrams from another port of a peer's IP that did not move the peer (it was active, or
     /// a key is set).

@@ -73,13 +73,12 @@ fn a_neighbour_on_the_peers_ip_cannot_take_its_traffic() {
     let metrics = "127.0.0.1:9110";
     let a = lab.host("a", "10.100.0.1/24");
     let b = lab.host("b", "10.100.0.2/24");
-    lab.udptun(
-        &a,
-        &["-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24", "--metrics-listen", metrics],
-    );
+    let a_args =
+        ["-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24", "--metrics-listen", metrics];
+    let da = lab.udptun(&a, &a_args);
     lab.udptun(
         &b,
-        &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24", "--keepalive", "1"],
+        &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24", "--keepalive", "3"],
     );
     lab.wait_device(&a, "udptun");
     lab.wait_device(&b, "udptun");
@@ -90,14 +89,21 @@ fn a_neighbour_on_the_peers_ip_cannot_take_its_traffic() {
     let intruder = Intruder::start(&b, "10.100.0.2:40000", "10.100.0.1:7777", vec![vec![], packet_from_b()]);
     thread::sleep(Duration::from_millis(300));
     let received = ping_received(&lab, &a, "192.168.100.2", 35);
+    assert!(lab.scrape(&a, metrics, "udptun_roaming_refused_total") > 50, "refused moves are counted");
+    // a restarts while the neighbour keeps at it: its datagrams arrive long before b's next
+    // keepalive (up to 3 s away), and still move nothing.
+    lab.stop(da);
+    lab.udptun(&a, &a_args);
+    lab.wait_device(&a, "udptun");
+    lab.assert_ping(&a, "192.168.100.2");
+    let after_restart = ping_received(&lab, &a, "192.168.100.2", 20);
     let captured = intruder.stop();
     assert_eq!(
-        (captured, received),
-        (0, 35),
-        "captured by the neighbour, pings received; logs:\n{}",
+        (captured, received, after_restart),
+        (0, 35, 20),
+        "captured by the neighbour, pings received before and after a restart; logs:\n{}",
         lab.all_logs()
     );
-    assert!(lab.scrape(&a, metrics, "udptun_roaming_refused_total") > 50, "refused moves are counted");
 }
 
 #[test]

@@ -150,7 +150,12 @@ fn a_host_behind_nat_without_port_forwarding_is_reachable() {
     );
     lab.exec(&router, &["nft", "-f", &rules]);
 
-    let dp = lab.udptun(&public, &["--hosts-file", &hosts, "-d", "udptun", "--address", "192.168.100.1/24"]);
+    // A peer behind NAT is followed once the roaming hold (1 s here) has passed since the
+    // table was published.
+    let dp = lab.udptun(
+        &public,
+        &["--hosts-file", &hosts, "-d", "udptun", "--address", "192.168.100.1/24", "--roam-hold", "1"],
+    );
     let di = lab.udptun(
         &inside,
         &["--hosts-file", &hosts, "-d", "udptun", "--address", "192.168.100.2/24", "--keepalive", "0.5"],
