@@ -392,12 +392,6 @@ impl Control {
     /// force, for what the data plane taught the old one meanwhile), and starting the roaming
     /// hold of its new peers.
     fn publish(&self, shared: &Shared, table: PeerTable, why: &str) {
-        tracing::info!(
-            "{}: {why}: {} entries, {} peers",
-            self.origin(),
-            table.entry_count(),
-            table.peer_count()
-        );
         let table = Arc::new(table);
         let old = shared.table.load_full();
         table.inherit_learned(&old);
@@ -406,6 +400,14 @@ impl Control {
         table.inherit_learned(&old);
         shared.stats.tables_loaded.fetch_add(1, Relaxed);
         shared.stats.last_load_unix.store(unix_now(), Relaxed);
+        // Said once the table is in force and counted, so that whoever reads the log finds it so.
+        tracing::info!(
+            "{}: {why}: {} entries, {} peers",
+            self.origin(),
+            table.entry_count(),
+            table.peer_count()
+        );
+        drop((old, table));
         release_free_memory();
     }
 
