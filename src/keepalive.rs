@@ -167,6 +167,12 @@ mod tests {
                 assert!(open(&key(7), &changed).is_err(), "byte {byte} bit {bit}");
             }
         }
+        // The kind and the reserved bytes are checked before the MAC is computed.
+        for byte in 0..4 {
+            let mut changed = datagram;
+            changed[byte] ^= 0x80;
+            assert_eq!(open(&key(7), &changed), Err(Refused::Malformed), "byte {byte}");
+        }
         assert_eq!(open(&key(7), &datagram[..LEN - 1]), Err(Refused::Malformed));
         assert_eq!(open(&key(7), &[datagram.as_slice(), &[0]].concat()), Err(Refused::Malformed));
         assert_eq!(open(&key(7), &[]), Err(Refused::Malformed));

@@ -790,6 +790,18 @@ mod tests {
     }
 
     #[test]
+    fn the_first_datagram_heard_starts_the_hold_at_once() {
+        let table = PeerTable::single(peer("192.0.2.2:7777"));
+        let from_peer = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
+        // Heard 50 ms into the data plane's clock, before any hold was started.
+        assert_eq!(table.keepalive_from(peer("192.0.2.2:7777"), 50, HOLD), Admission::Accepted);
+        assert!(matches!(
+            table.admit(&from_peer, peer("192.0.2.2:40000"), false, 50 + 14_999, HOLD),
+            Admission::AcceptedMoveRefused { .. }
+        ));
+    }
+
+    #[test]
     fn inheriting_twice_keeps_the_newest_of_both_tables() {
         let old = overlay();
         let new = overlay();
@@ -805,5 +817,11 @@ mod tests {
         );
         let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
         assert_eq!(new.route(&to_2), Verdict::Send(peer("192.0.2.2:40000")), "the later move wins");
+        // Heard at the same moment in both: the table in force keeps what it has.
+        let (old, new) = (overlay(), overlay());
+        old.authenticated_keepalive(sender, 60, peer("192.0.2.2:50000"), T0);
+        new.authenticated_keepalive(sender, 61, peer("192.0.2.2:40000"), T0);
+        new.inherit_learned(&old);
+        assert_eq!(new.route(&to_2), Verdict::Send(peer("192.0.2.2:40000")));
     }
 }
