@@ -101,8 +101,8 @@ pub struct Cli {
     #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_interval)]
     pub resolve_interval: Duration,
 
-    /// Seconds a round of host-name lookups may take; a name with no answer by then keeps its
-    /// last address.
+    /// Seconds one host-name lookup may take from when it starts; a name with no answer by then
+    /// keeps its last address.
     #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_interval)]
     pub resolve_timeout: Duration,
 

@@ -145,9 +145,8 @@ impl Resolver {
         let mut started: HashMap<usize, Instant> = HashMap::new();
         let mut last_progress = Instant::now();
         while pending > 0 {
-            let next_expiry = started.values().min().map(|&at| at + self.timeout);
-            let deadline =
-                next_expiry.into_iter().chain([last_progress + self.timeout]).min().unwrap_or(last_progress);
+            let oldest = started.values().min().map_or(last_progress, |&at| at.min(last_progress));
+            let deadline = oldest + self.timeout;
             match updates.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok((index, Progress::Started)) => {
                     started.insert(index, Instant::now());
@@ -360,31 +359,30 @@ impl Control {
             Document::Hosts(entries) => Box::new(entries.iter().map(|e| (e.host.as_str(), e.port))),
         };
         let origin = self.origin();
-        let mut fresh = Resolved::new();
-        let mut failed = HashMap::new();
-        // Each name once: its address, or its last one, or why it has none.
-        for ((host, port), result) in self.resolver.resolve_all(names) {
-            let name = (host.to_string(), port);
-            match (result, self.resolved.get(&name)) {
-                (Ok(addr), _) => drop(fresh.insert(name, addr)),
-                (Err(error), Some(last)) if !strict => {
-                    tracing::warn!("{origin}: `{host}` does not resolve ({error}); keeping {last}");
-                    fresh.insert(name, *last);
-                }
-                (Err(error), _) => drop(failed.insert((host, port), error)),
+        let mut results = self.resolver.resolve_all(names);
+        // Each name once: a name with no answer keeps its last address, unless `strict`.
+        for (&(host, port), result) in &mut results {
+            if let (Err(error), false) = (&*result, strict)
+                && let Some(last) = self.resolved.get(&(host.to_string(), port))
+            {
+                tracing::warn!("{origin}: `{host}` does not resolve ({error}); keeping {last}");
+                *result = Ok(*last);
             }
         }
         let family = self.resolver.family;
-        let table = build_table(document, &origin, &mut |host, port| {
-            if let Some(literal) = resolve_literal(host, port, family) {
-                return literal;
-            }
-            match (fresh.get(&(host.to_string(), port)), failed.get(&(host, port))) {
-                (Some(addr), _) => Ok(*addr),
-                (None, Some(error)) => Err(io::Error::new(error.kind(), error.to_string())),
-                (None, None) => Err(io::Error::other("not looked up")),
-            }
+        let table = build_table(document, &origin, &mut |host, port| match (
+            resolve_literal(host, port, family),
+            results.get(&(host, port)),
+        ) {
+            (Some(literal), _) => literal,
+            (None, Some(Ok(addr))) => Ok(*addr),
+            (None, Some(Err(error))) => Err(io::Error::new(error.kind(), error.to_string())),
+            (None, None) => Err(io::Error::other("not looked up")),
         })?;
+        let fresh: Resolved = results
+            .into_iter()
+            .filter_map(|((host, port), result)| Some(((host.to_string(), port), result.ok()?)))
+            .collect();
         Ok((table, fresh))
     }
 
@@ -649,7 +647,7 @@ mod tests {
     }
 
     #[test]
-    fn the_resolver_looks_each_name_up_once_skips_literals_and_keeps_its_deadline() {
+    fn the_resolver_answers_each_name_once_skips_literals_and_keeps_its_deadline() {
         let resolver = Resolver::new(Family::V4, Duration::from_secs(2)).unwrap();
         let started = Instant::now();
         let results = resolver.resolve_all([

@@ -503,7 +503,7 @@ fn authenticated_keepalive(
             }
         }
     };
-    shared.stats.keepalives_refused[refusal as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    add(&shared.stats.keepalives_refused[refusal as usize], 1);
     warn_limited!(
         limits.keepalive_refused,
         "refused an authenticated keepalive from {source}: {}",

@@ -193,11 +193,12 @@ impl Endpoint {
     }
 
     /// An accepted datagram (or plain keepalive) from `source`, an address of this peer's IP, at
-    /// `now` (milliseconds, never 0). From the current address it is heard. From the configured
-    /// address it moves the peer back there at once: the operator named it. From another port
-    /// it moves the peer only without a key, and only once the current address has been silent
-    /// for the hold time (which starts when the table is published), so that whoever else
-    /// shares the peer's IP cannot take an active peer's traffic.
+    /// `now` (milliseconds, never 0). From the current address it is heard. With a key nothing
+    /// else moves the peer: only an authenticated keepalive does. Without one, the configured
+    /// address takes the peer back at once (the operator named it), and another port takes it
+    /// only once the current address has been silent for the hold time (which starts when the
+    /// table is published), so that whoever else shares the peer's IP cannot take an active
+    /// peer's traffic.
     fn observe(&self, source: SocketAddr, now: u64, roaming: Roaming) -> Admission {
         let current = self.current();
         if source == current {
@@ -205,7 +206,7 @@ impl Endpoint {
             return Admission::Accepted;
         }
         let silent_for = now.saturating_sub(self.last_heard.load(Relaxed));
-        if source != self.configured && (roaming.keyed || silent_for < roaming.hold_ms) {
+        if roaming.keyed || (source != self.configured && silent_for < roaming.hold_ms) {
             return Admission::AcceptedMoveRefused { current, from: source };
         }
         self.move_to(source.port(), now);
@@ -259,9 +260,9 @@ pub struct PeerTable {
     /// For each peer IP, its endpoint if that is the only one with this IP (plain keepalives
     /// carry no inner address, so only then can they move a peer).
     by_ip: HashMap<IpAddr, Option<u32>>,
-    /// The endpoints of each IP that several peers share (a keepalive from one of their current
-    /// addresses is still heard).
-    shared_ips: HashMap<IpAddr, Vec<u32>>,
+    /// The endpoint of each configured address whose IP several peers share: a plain keepalive
+    /// from there is that peer's (one hash probe, however many peers share the IP).
+    shared_ip_peers: HashMap<SocketAddr, u32>,
 }
 
 /// The outcome of the source check on one received packet.
@@ -342,19 +343,20 @@ impl PeerTable {
 
     fn build(endpoints: Vec<Endpoint>, routes: Option<PrefixMap<u32>>) -> Self {
         let mut by_ip: HashMap<IpAddr, Option<u32>> = HashMap::new();
-        let mut shared_ips: HashMap<IpAddr, Vec<u32>> = HashMap::new();
+        let mut shared_ip_peers: HashMap<SocketAddr, u32> = HashMap::new();
         for (index, endpoint) in endpoints.iter().enumerate() {
-            let (ip, index) = (endpoint.configured.ip(), index as u32);
-            match by_ip.get_mut(&ip) {
-                None => drop(by_ip.insert(ip, Some(index))),
+            let index = index as u32;
+            match by_ip.get_mut(&endpoint.configured.ip()) {
+                None => drop(by_ip.insert(endpoint.configured.ip(), Some(index))),
                 Some(unique) => {
-                    let sharing = shared_ips.entry(ip).or_default();
-                    sharing.extend(unique.take());
-                    sharing.push(index);
+                    if let Some(first) = unique.take() {
+                        shared_ip_peers.insert(endpoints[first as usize].configured, first);
+                    }
+                    shared_ip_peers.insert(endpoint.configured, index);
                 }
             }
         }
-        Self { endpoints, routes, by_ip, shared_ips }
+        Self { endpoints, routes, by_ip, shared_ip_peers }
     }
 
     /// The endpoint serving inner address `addr`.
@@ -397,20 +399,18 @@ impl PeerTable {
         }
     }
 
-    /// A plain (empty) keepalive came from `source`: if exactly one peer has that IP, it was
-    /// heard (or moves, as [`Self::admit`] says).
-    /// When several peers share that IP, the keepalive is heard if it comes from one's current
-    /// address, and moves none.
+    /// A plain (empty) keepalive came from `source`: it is the keepalive of the one peer with
+    /// that IP, or, when several share it, of the peer configured at exactly that address (a
+    /// peer behind a shared IP whose port a NAT rewrote is heard by its data, or by
+    /// authenticated keepalives). That peer was heard, or moves, as [`Self::admit`] says.
     pub fn keepalive_from(&self, source: SocketAddr, now: u64, roaming: Roaming) -> Admission {
-        match self.by_ip.get(&source.ip()) {
-            Some(Some(index)) => self.endpoints[*index as usize].observe(source, now, roaming),
-            Some(None) => {
-                let sharing = self.shared_ips.get(&source.ip()).map_or(&[][..], Vec::as_slice);
-                match sharing.iter().map(|&i| &self.endpoints[i as usize]).find(|e| e.current() == source) {
-                    Some(endpoint) => endpoint.observe(source, now, roaming),
-                    None => Admission::Rejected,
-                }
-            }
+        let index = match self.by_ip.get(&source.ip()) {
+            Some(Some(index)) => Some(index),
+            Some(None) => self.shared_ip_peers.get(&source),
+            None => None,
+        };
+        match index {
+            Some(&index) => self.endpoints[index as usize].observe(source, now, roaming),
             None => Admission::Rejected,
         }
     }
@@ -735,6 +735,14 @@ mod tests {
             Admission::AcceptedMoveRefused { .. }
         ));
         assert_eq!(table.peers().collect::<Vec<_>>(), vec![peer("192.0.2.2:7777")]);
+        // Once an authenticated keepalive moved it, not even the configured address moves it back.
+        let sender = IpAddr::from([192, 168, 100, 2]);
+        assert!(matches!(table.authenticated_keepalive(sender, 1, nat, T0), KeepaliveOutcome::Moved { .. }));
+        assert!(matches!(
+            table.admit(&from_peer, peer("192.0.2.2:7777"), false, T0 + 60_000, KEYED),
+            Admission::AcceptedMoveRefused { .. }
+        ));
+        assert_eq!(table.peers().collect::<Vec<_>>(), vec![nat]);
     }
 
     #[test]
