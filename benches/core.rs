@@ -6,7 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use udptun::packet;
-use udptun::peers::{PeerTable, Prefix, Roaming};
+use udptun::peers::{PeerTable, Roaming};
+use udptun::prefix::Prefix;
 
 fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
     let mut p = vec![0u8; len];

@@ -11,7 +11,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, ArgGroup, CommandFactory, FromArgMatches, Parser};
 
 use crate::netlink::InterfaceAddress;
-use crate::peers::Prefix;
+use crate::prefix::Prefix;
 
 /// Tunnel IP packets over UDP: each packet routed into the TUN device goes, whole and unchanged,
 /// as one UDP datagram to the real address of its destination (the Linux FOU direct format).

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow};
 use socket2::Socket;
 
-use crate::datapath::{self, Shared};
 use crate::fetch::{Fetched, Fetcher, MAX_BODY_BYTES};
 use crate::hosts::{self, Entry};
 use crate::keepalive::{self, Key};
 use crate::peers::PeerTable;
+use crate::stats::{self, Shared};
 use crate::udp;
 
 /// Which address families peers may have: an IPv4 socket reaches only IPv4 peers.
@@ -393,7 +393,7 @@ impl Control {
         let table = Arc::new(table);
         let old = shared.table.load_full();
         table.inherit_learned(&old);
-        table.start_holds(datapath::clock_ms());
+        table.start_holds(stats::clock_ms());
         shared.table.store(table.clone());
         table.inherit_learned(&old);
         shared.stats.tables_loaded.fetch_add(1, Relaxed);

@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use socket2::Socket;
 use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::keepalive::{self, Key};
 use crate::packet;
 use crate::peers::{Admission, KeepaliveOutcome, PeerTable, Roaming, Verdict};
-use crate::stats::{Drop, KeepaliveRefusal, RateLimit, Stats, TokenBucket};
+use crate::stats::{DropReason, KeepaliveRefusal, RateLimit, Shared, TokenBucket, clock_ms, clock_ns};
 use crate::tun;
 use crate::udp::{self, Receiver, Sender};
 
@@ -40,14 +39,6 @@ const PLAIN_RECEIVE_BATCH: usize = 64;
 /// replies (the kernel limits the errors it originates the same way).
 const ICMP_ERRORS_PER_SECOND: u32 = 1000;
 const ICMP_ERROR_BURST: u32 = 50;
-
-/// What the data plane shares with the control plane.
-pub struct Shared {
-    /// The current peer table; the control plane swaps in new ones whole.
-    pub table: ArcSwap<PeerTable>,
-    /// Counters.
-    pub stats: Stats,
-}
 
 /// What a data-plane thread reports to the main thread when it cannot go on.
 #[derive(Debug)]
@@ -246,7 +237,7 @@ impl Outbound {
                 Err(e) if tun::is_gone(&e) => return Err(gone(e)),
                 // A super-packet the splitter refused: drop it, keep going.
                 Err(e) => {
-                    shared.stats.drop(Drop::Malformed, 1);
+                    shared.stats.drop(DropReason::Malformed, 1);
                     warn_limited!(limits.tun_read_error, "dropped a packet read from the TUN: {e}");
                 }
             }
@@ -281,15 +272,15 @@ impl Outbound {
                     if let Some(len) = packet::unreachable_limited(packet, &mut self.reply[offset..], allow) {
                         self.reply[..offset].fill(0);
                         if let Err(e) = device.send(&self.reply[..offset + len]) {
-                            shared.stats.drop(Drop::TunWriteError, tun_write_failed(e, limits)?);
+                            shared.stats.drop(DropReason::TunWriteError, tun_write_failed(e, limits)?);
                         }
                     }
                 }
                 Verdict::Ignore => ignored += 1,
             }
         }
-        shared.stats.drop(Drop::NoMapping, unreachable);
-        shared.stats.drop(Drop::Ignored, ignored);
+        shared.stats.drop(DropReason::NoMapping, unreachable);
+        shared.stats.drop(DropReason::Ignored, ignored);
         add(&shared.stats.icmp_errors_suppressed, suppressed);
 
         let (mut failed, mut failed_bytes) = (0u64, 0u64);
@@ -303,7 +294,7 @@ impl Outbound {
                 failure.error
             );
         });
-        shared.stats.drop(Drop::SendError, failed);
+        shared.stats.drop(DropReason::SendError, failed);
         let bytes: u64 = datagrams.iter().map(|d| d.1 as u64).sum();
         add(&shared.stats.sent_packets, datagrams.len() as u64 - failed);
         add(&shared.stats.sent_bytes, bytes - failed_bytes);
@@ -407,9 +398,9 @@ impl Inbound {
             }
         }
         write_failures += write_coalesced(device, &mut self.gro_table, &mut self.pending[..used], limits)?;
-        shared.stats.drop(Drop::Malformed, malformed);
-        shared.stats.drop(Drop::SourceCheck, spoofed);
-        shared.stats.drop(Drop::TunWriteError, write_failures);
+        shared.stats.drop(DropReason::Malformed, malformed);
+        shared.stats.drop(DropReason::SourceCheck, spoofed);
+        shared.stats.drop(DropReason::TunWriteError, write_failures);
         add(&shared.stats.keepalives_received, keepalives);
         add(&shared.stats.roaming_refused, roaming_refused);
         add(&shared.stats.received_packets, count);
@@ -509,19 +500,6 @@ fn authenticated_keepalive(
         "refused an authenticated keepalive from {source}: {}",
         refusal.name()
     );
-}
-
-/// Nanoseconds on the data plane's clock (monotonic, from its first reading): what the ICMP
-/// rate limit counts in.
-fn clock_ns() -> u64 {
-    static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
-    START.elapsed().as_nanos() as u64
-}
-
-/// Milliseconds on the same clock, never 0: what "heard" times are in (the control plane
-/// starts the roaming holds of a new table with it).
-pub fn clock_ms() -> u64 {
-    clock_ns() / 1_000_000 + 1
 }
 
 fn add(counter: &std::sync::atomic::AtomicU64, value: u64) {

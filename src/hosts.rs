@@ -25,7 +25,7 @@ use jsonc_parser::errors::{ParseError as SyntaxError, ParseErrorKind};
 use jsonc_parser::tokens::Token;
 use jsonc_parser::{Scanner, ScannerOptions};
 
-use crate::peers::Prefix;
+use crate::prefix::Prefix;
 
 /// The most entries a document may have: twice the 100,000 udptun is built for. Each entry costs
 /// a few hundred bytes while a table is built, so this, not the 32 MiB cap, is what bounds the

@@ -1,6 +1,6 @@
 //! udptun: IP packets over UDP in user space, in the Linux FOU direct wire format.
 //!
-//! The pure core (`packet`, `peers`, `hosts`, `keepalive`, `batch`) decides and does no I/O; the edges
+//! The pure core (`packet`, `prefix`, `peers`, `hosts`, `keepalive`, `batch`) decides and does no I/O; the edges
 //! (`tun`, `udp`, `fetch`, `netlink`, `metrics`) do the I/O; `control` keeps the peer table
 //! current and `datapath` moves packets. The binary (`main.rs`) wires them together. See
 //! ARCHITECTURE.md.
@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod netlink;
 pub mod packet;
 pub mod peers;
+pub mod prefix;
 pub mod privileges;
 pub mod stats;
 pub mod tun;

@@ -22,11 +22,12 @@ use tracing_subscriber::EnvFilter;
 
 use udptun::cli::{self, Action, Cli};
 use udptun::control::{self, Command, Control, Family, Keepalive, Resolver, Source, Timing};
-use udptun::datapath::{self, Fatal, Options, Queue, Shared};
+use udptun::datapath::{self, Fatal, Options, Queue};
 use udptun::fetch::{Fetcher, Trust};
 use udptun::keepalive::Key;
 use udptun::netlink::Netlink;
 use udptun::peers::Roaming;
+use udptun::stats::{self, Shared};
 use udptun::{metrics, privileges, tun, udp};
 
 fn main() -> ExitCode {
@@ -201,7 +202,7 @@ fn run(cli: &Cli) -> Result<()> {
         device.offload,
     );
 
-    table.start_holds(datapath::clock_ms());
+    table.start_holds(stats::clock_ms());
     let shared = Arc::new(Shared { table: ArcSwap::from_pointee(table), stats: Default::default() });
     shared.stats.last_load_unix.store(control::unix_now(), Relaxed);
     let options = Options {

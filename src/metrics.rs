@@ -21,8 +21,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::datapath::Shared;
-use crate::stats::{Drop, KeepaliveRefusal};
+use crate::stats::Shared;
+use crate::stats::{DropReason, KeepaliveRefusal};
 
 /// How long one connection may take, from accept to the last byte of the answer, reads and
 /// write together: a client that sends a byte a second is cut off then.
@@ -84,7 +84,7 @@ impl Collector for StatsCollector {
             &[("direction", "tx", load(&stats.sent_bytes)), ("direction", "rx", load(&stats.received_bytes))],
         )?;
         let drops: Vec<(&str, &str, u64)> =
-            Drop::ALL.iter().map(|&reason| ("reason", reason.name(), stats.dropped(reason))).collect();
+            DropReason::ALL.iter().map(|&reason| ("reason", reason.name(), stats.dropped(reason))).collect();
         counter(&mut encoder, "udptun_dropped_packets", "Packets dropped, by reason.", &drops)?;
         plain_counter(
             &mut encoder,

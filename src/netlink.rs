@@ -30,17 +30,7 @@ impl std::str::FromStr for InterfaceAddress {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        let (addr, len) = match text.split_once('/') {
-            Some((addr, len)) => (addr, Some(len)),
-            None => (text, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| format!("`{text}` is not ADDRESS/PREFIXLEN"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = match len {
-            None => Some(max),
-            Some(len) => len.parse::<u8>().ok().filter(|&l| l <= max),
-        }
-        .ok_or_else(|| format!("`{text}` has a bad prefix length"))?;
+        let (addr, len) = crate::prefix::parse_cidr(text)?;
         Ok(Self { addr, len })
     }
 }

@@ -1,13 +1,27 @@
-//! Counters shared by the data-plane threads, and logging that cannot flood.
+//! What the data plane shares with the rest ([`Shared`]: the peer table and the counters), and
+//! logging that cannot flood.
 //!
 //! Threads add their per-batch totals with relaxed atomics: one add per batch, not per packet.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
+
+use crate::peers::PeerTable;
+
+/// What the data plane shares with the control plane and the metrics: the table it reads
+/// and the counters it writes.
+pub struct Shared {
+    /// The current peer table; the control plane swaps in new ones whole.
+    pub table: ArcSwap<PeerTable>,
+    /// Counters.
+    pub stats: Stats,
+}
+
 /// Why a packet was dropped. Each reason has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropReason {
     /// No peer maps the destination (an ICMP unreachable went back).
     NoMapping,
     /// A datagram that is not one whole IP packet (or a TUN super-packet the splitter refused).
@@ -23,26 +37,26 @@ pub enum Drop {
     Ignored,
 }
 
-impl Drop {
+impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Drop; 6] = [
-        Drop::NoMapping,
-        Drop::Malformed,
-        Drop::SourceCheck,
-        Drop::SendError,
-        Drop::TunWriteError,
-        Drop::Ignored,
+    pub const ALL: [DropReason; 6] = [
+        DropReason::NoMapping,
+        DropReason::Malformed,
+        DropReason::SourceCheck,
+        DropReason::SendError,
+        DropReason::TunWriteError,
+        DropReason::Ignored,
     ];
 
     /// A stable name for logs and metrics labels.
     pub fn name(self) -> &'static str {
         match self {
-            Drop::NoMapping => "no_mapping",
-            Drop::Malformed => "malformed",
-            Drop::SourceCheck => "source_check",
-            Drop::SendError => "send_error",
-            Drop::TunWriteError => "tun_write_error",
-            Drop::Ignored => "ignored",
+            DropReason::NoMapping => "no_mapping",
+            DropReason::Malformed => "malformed",
+            DropReason::SourceCheck => "source_check",
+            DropReason::SendError => "send_error",
+            DropReason::TunWriteError => "tun_write_error",
+            DropReason::Ignored => "ignored",
         }
     }
 }
@@ -103,19 +117,19 @@ pub struct Stats {
     /// ICMP errors not sent about unmapped destinations because the rate limit held them back
     /// (their packets count as `no_mapping` drops all the same).
     pub icmp_errors_suppressed: AtomicU64,
-    drops: [AtomicU64; Drop::ALL.len()],
+    drops: [AtomicU64; DropReason::ALL.len()],
 }
 
 impl Stats {
     /// Counts `count` packets dropped for `reason`.
-    pub fn drop(&self, reason: Drop, count: u64) {
+    pub fn drop(&self, reason: DropReason, count: u64) {
         if count > 0 {
             self.drops[reason as usize].fetch_add(count, Relaxed);
         }
     }
 
     /// Packets dropped for `reason` so far.
-    pub fn dropped(&self, reason: Drop) -> u64 {
+    pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].load(Relaxed)
     }
 
@@ -128,7 +142,7 @@ impl Stats {
             self.received_packets.load(Relaxed),
             self.received_bytes.load(Relaxed),
         );
-        for reason in Drop::ALL {
+        for reason in DropReason::ALL {
             line += &format!(", dropped {}={}", reason.name(), self.dropped(reason));
         }
         line += &format!(", icmp_errors_suppressed={}", self.icmp_errors_suppressed.load(Relaxed));
@@ -207,6 +221,19 @@ impl TokenBucket {
     }
 }
 
+/// Nanoseconds on the data plane's clock (monotonic, from its first reading): what the ICMP
+/// rate limit counts in.
+pub fn clock_ns() -> u64 {
+    static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+    START.elapsed().as_nanos() as u64
+}
+
+/// Milliseconds on the same clock, never 0: what "heard" times are in (the control plane
+/// starts the roaming holds of a new table with it).
+pub fn clock_ms() -> u64 {
+    clock_ns() / 1_000_000 + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,12 +242,12 @@ mod tests {
     #[test]
     fn drops_are_counted_by_reason() {
         let stats = Stats::default();
-        stats.drop(Drop::Malformed, 3);
-        stats.drop(Drop::Malformed, 2);
-        stats.drop(Drop::SendError, 1);
-        assert_eq!(stats.dropped(Drop::Malformed), 5);
-        assert_eq!(stats.dropped(Drop::SendError), 1);
-        assert_eq!(stats.dropped(Drop::NoMapping), 0);
+        stats.drop(DropReason::Malformed, 3);
+        stats.drop(DropReason::Malformed, 2);
+        stats.drop(DropReason::SendError, 1);
+        assert_eq!(stats.dropped(DropReason::Malformed), 5);
+        assert_eq!(stats.dropped(DropReason::SendError), 1);
+        assert_eq!(stats.dropped(DropReason::NoMapping), 0);
     }
 
     const MS: u64 = 1_000_000;

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use udptun::hosts;
 use udptun::packet::{self, Malformed, Malformed::*};
-use udptun::peers::{Prefix, PrefixMap};
+use udptun::prefix::{Prefix, PrefixMap};
 
 /// RFC 1071 the slow way: 64-bit sum of padded 16-bit words, folded once at the end.
 fn naive_checksum(data: &[u8]) -> u16 {

@@ -3,7 +3,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use udptun::hosts;
-use udptun::peers::Prefix;
+use udptun::prefix::Prefix;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
