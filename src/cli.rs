@@ -120,6 +120,11 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Per-peer series in the metrics: `on` or `off` [default: on while the table has at most
+    /// 1,000 peers, off above]
+    #[arg(long, value_name = "on|off")]
+    pub metrics_per_peer: Option<Toggle>,
+
     /// Switch to this user once the device and socket exist.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
@@ -155,6 +160,25 @@ pub struct Cli {
 pub enum Action {
     /// Print a new random key for --key (64 hex digits) and exit.
     Genkey,
+    /// Show what the udptun daemons of this network namespace are doing: device, table, and
+    /// each peer with its addresses, where it is reached, when it was last heard and its traffic.
+    /// Root or the daemon's user only.
+    Show {
+        /// Only the daemon of this device.
+        device: Option<String>,
+        /// One JSON document (an array of them without DEVICE) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A setting forced on or off.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toggle {
+    /// Forced on.
+    On,
+    /// Forced off.
+    Off,
 }
 
 /// The longest interval or timeout a flag takes: a year (longer would overflow the clock).

@@ -22,7 +22,7 @@ use crate::fetch::{Fetched, Fetcher, MAX_BODY_BYTES};
 use crate::hosts::{self, Entry};
 use crate::keepalive::{self, Key};
 use crate::peers::PeerTable;
-use crate::stats::{self, Shared};
+use crate::stats::{self, Shared, TableOrigin};
 use crate::udp;
 
 /// Which address families peers may have: an IPv4 socket reaches only IPv4 peers.
@@ -313,6 +313,16 @@ impl Control {
         Ok((control, table))
     }
 
+    /// Where the table in force came from and which version it is, as of now.
+    pub fn table_origin(&self) -> TableOrigin {
+        let (kind, etag) = match &self.source {
+            Source::Remote(..) => ("remote", None),
+            Source::File(_) => ("file", None),
+            Source::Url(fetcher) => ("url", fetcher.etag().map(str::to_string)),
+        };
+        TableOrigin { kind, location: self.origin(), loaded_unix: unix_now(), etag }
+    }
+
     fn origin(&self) -> String {
         match &self.source {
             Source::Remote(host, _) => format!("-A {host}"),
@@ -389,9 +399,10 @@ impl Control {
     /// Publishes `table`, carrying over what the current one learned (again once it is in
     /// force, for what the data plane taught the old one meanwhile), and starting the roaming
     /// hold of its new peers.
-    fn publish(&self, shared: &Shared, table: PeerTable, why: &str) {
-        let table = Arc::new(table);
+    fn publish(&self, shared: &Shared, mut table: PeerTable, why: &str) {
         let old = shared.table.load_full();
+        table.share_traffic(&old);
+        let table = Arc::new(table);
         table.inherit_learned(&old);
         table.start_holds(stats::clock_ms());
         shared.table.store(table.clone());
@@ -425,6 +436,7 @@ impl Control {
                 self.resolved = resolved;
                 self.publish(shared, table, "loaded");
                 self.commit(version);
+                shared.origin.store(Arc::new(self.table_origin()));
             }
             Ok(None) => {
                 tracing::debug!("{}: unchanged", self.origin());
@@ -580,6 +592,11 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 fn unix_micros() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
@@ -610,7 +627,6 @@ pub fn fetch_timeout(interval: Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::packet::tests::echo_request_v4;
-    use crate::peers::Verdict;
 
     #[test]
     fn literals_resolve_without_dns_and_families_are_enforced() {
@@ -641,8 +657,8 @@ mod tests {
         let table =
             build_table(&Document::Hosts(entries[..2].to_vec()), "hosts.json", &mut resolver).unwrap();
         assert_eq!(
-            table.route(&echo_request_v4([10, 0, 0, 9], [10, 0, 0, 2])),
-            Verdict::Send("192.0.2.1:7777".parse().unwrap())
+            table.route(&echo_request_v4([10, 0, 0, 9], [10, 0, 0, 2])).destination(),
+            Some("192.0.2.1:7777".parse().unwrap())
         );
     }
 

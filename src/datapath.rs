@@ -17,8 +17,10 @@ use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::keepalive::{self, Key};
 use crate::packet;
-use crate::peers::{Admission, KeepaliveOutcome, PeerTable, Roaming, Verdict};
-use crate::stats::{DropReason, KeepaliveRefusal, RateLimit, Shared, TokenBucket, clock_ms, clock_ns};
+use crate::peers::{Admission, KeepaliveOutcome, PeerId, PeerTable, Roaming, Verdict};
+use crate::stats::{
+    DropReason, KeepaliveRefusal, RateLimit, Shared, TokenBucket, Traffic, clock_ms, clock_ns,
+};
 use crate::tun;
 use crate::udp::{self, Receiver, Sender};
 
@@ -191,6 +193,10 @@ struct Outbound {
     packets: Vec<Vec<u8>>,
     sizes: Vec<usize>,
     datagrams: Vec<(SocketAddr, usize)>,
+    /// The peer of each datagram, for its counters.
+    peers: Vec<PeerId>,
+    /// Indexes of the datagrams whose send failed, ascending.
+    failed: Vec<usize>,
     payloads: Vec<IoSlice<'static>>,
     reply: Vec<u8>,
     reply_offset: usize,
@@ -206,6 +212,8 @@ impl Outbound {
             packets: (0..OUTBOUND_BATCH).map(|_| vec![0u8; MAX_PACKET]).collect(),
             sizes: vec![0; OUTBOUND_BATCH],
             datagrams: Vec::with_capacity(OUTBOUND_BATCH),
+            peers: Vec::with_capacity(OUTBOUND_BATCH),
+            failed: Vec::new(),
             payloads: Vec::with_capacity(OUTBOUND_BATCH),
             reply: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
             reply_offset: if options.tun_offload { VIRTIO_NET_HDR_LEN } else { 0 },
@@ -248,16 +256,19 @@ impl Outbound {
 
         let table = shared.table.load();
         let mut payloads = recycle(std::mem::take(&mut self.payloads));
-        let datagrams = &mut self.datagrams;
+        let (datagrams, peers, failed) = (&mut self.datagrams, &mut self.peers, &mut self.failed);
         datagrams.clear();
+        peers.clear();
+        failed.clear();
         let (mut unreachable, mut ignored, mut suppressed) = (0, 0, 0);
         // Read once per batch, and only if an error is due.
         let mut now_ns = None;
         for (packet, &size) in self.packets.iter().zip(&self.sizes[..filled]) {
             let packet = &packet[..size];
             match table.route(packet) {
-                Verdict::Send(peer) => {
-                    datagrams.push((udp::to_socket_family(peer, options.socket_is_v6), size));
+                Verdict::Send(to, peer) => {
+                    datagrams.push((udp::to_socket_family(to, options.socket_is_v6), size));
+                    peers.push(peer);
                     payloads.push(IoSlice::new(packet));
                 }
                 Verdict::Unreachable => {
@@ -283,10 +294,8 @@ impl Outbound {
         shared.stats.drop(DropReason::Ignored, ignored);
         add(&shared.stats.icmp_errors_suppressed, suppressed);
 
-        let (mut failed, mut failed_bytes) = (0u64, 0u64);
         self.sender.send(&queue.socket, datagrams, &payloads, &mut |failure| {
-            failed += 1;
-            failed_bytes += datagrams[failure.index].1 as u64;
+            failed.push(failure.index);
             warn_limited!(
                 limits.send_error,
                 "sending to {} failed: {}",
@@ -294,10 +303,18 @@ impl Outbound {
                 failure.error
             );
         });
-        shared.stats.drop(DropReason::SendError, failed);
-        let bytes: u64 = datagrams.iter().map(|d| d.1 as u64).sum();
-        add(&shared.stats.sent_packets, datagrams.len() as u64 - failed);
-        add(&shared.stats.sent_bytes, bytes - failed_bytes);
+        shared.stats.drop(DropReason::SendError, failed.len() as u64);
+        let mut per_peer = PerPeer::default();
+        let mut failures = failed.iter().peekable();
+        for (index, (&(_, size), &peer)) in datagrams.iter().zip(peers.iter()).enumerate() {
+            if failures.next_if_eq(&&index).is_none() {
+                per_peer.add(&table, peer, size, |traffic, packets, bytes| traffic.add_sent(packets, bytes));
+            }
+        }
+        let (packets, bytes) =
+            per_peer.finish(&table, |traffic, packets, bytes| traffic.add_sent(packets, bytes));
+        add(&shared.stats.sent_packets, packets);
+        add(&shared.stats.sent_bytes, bytes);
         self.payloads = recycle(payloads);
         Ok(true)
     }
@@ -345,7 +362,9 @@ impl Inbound {
         }
         let table = shared.table.load();
         let now = clock_ms();
-        let (mut count, mut bytes, mut malformed, mut write_failures) = (0u64, 0u64, 0u64, 0u64);
+        let (mut malformed, mut write_failures, mut unattributed, mut unattributed_bytes) = (0, 0, 0, 0);
+        let mut per_peer = PerPeer::default();
+        let count_received = |traffic: &Traffic, packets, bytes| traffic.add_received(packets, bytes, now);
         let (mut keepalives, mut spoofed, mut roaming_refused) = (0u64, 0u64, 0u64);
         let mut used = 0;
         for (source, datagram) in self.receiver.datagrams() {
@@ -364,7 +383,8 @@ impl Inbound {
                 warn_limited!(limits.malformed, "dropped a datagram from {source}: {}", reason.as_str());
                 continue;
             }
-            let admission = table.admit(datagram, source, options.accept_any_source, now, options.roaming);
+            let (admission, peer) =
+                table.admit(datagram, source, options.accept_any_source, now, options.roaming);
             roaming_refused += note_admission(admission, limits);
             if admission == Admission::Rejected {
                 spoofed += 1;
@@ -376,8 +396,14 @@ impl Inbound {
                 );
                 continue;
             }
-            count += 1;
-            bytes += datagram.len() as u64;
+            match peer {
+                Some(peer) => per_peer.add(&table, peer, datagram.len(), count_received),
+                // Accepted from no peer (--accept-any-source): counted in the totals only.
+                None => {
+                    (unattributed, unattributed_bytes) =
+                        (unattributed + 1, unattributed_bytes + datagram.len() as u64)
+                }
+            }
             if options.tun_offload {
                 // The GRO table needs each packet in its own buffer after a virtio header.
                 if used == self.pending.len() {
@@ -403,9 +429,58 @@ impl Inbound {
         shared.stats.drop(DropReason::TunWriteError, write_failures);
         add(&shared.stats.keepalives_received, keepalives);
         add(&shared.stats.roaming_refused, roaming_refused);
-        add(&shared.stats.received_packets, count);
-        add(&shared.stats.received_bytes, bytes);
+        let (packets, bytes) = per_peer.finish(&table, count_received);
+        add(&shared.stats.received_packets, packets + unattributed);
+        add(&shared.stats.received_bytes, bytes + unattributed_bytes);
         Ok(true)
+    }
+}
+
+/// Counts packets per peer a run at a time: consecutive packets of one peer are added to its
+/// [`Traffic`] with one call, so that a batch costs one atomic add per run of a peer, never a
+/// lock or an allocation; also keeps the batch's totals.
+#[derive(Default)]
+struct PerPeer {
+    run: Option<(PeerId, u64, u64)>,
+    packets: u64,
+    bytes: u64,
+}
+
+impl PerPeer {
+    /// Adds one packet of `size` bytes of `peer`; `count` adds a finished run to a peer.
+    fn add(&mut self, table: &PeerTable, peer: PeerId, size: usize, count: impl Fn(&Traffic, u64, u64)) {
+        match &mut self.run {
+            Some((current, packets, bytes)) if *current == peer => {
+                *packets += 1;
+                *bytes += size as u64;
+            }
+            run => {
+                if let Some(finished) = run.replace((peer, 1, size as u64)) {
+                    self.flush(table, finished, &count);
+                }
+            }
+        }
+    }
+
+    fn flush(
+        &mut self,
+        table: &PeerTable,
+        (peer, packets, bytes): (PeerId, u64, u64),
+        count: &impl Fn(&Traffic, u64, u64),
+    ) {
+        if let Some(endpoint) = table.peer(peer) {
+            count(endpoint.traffic(), packets, bytes);
+        }
+        self.packets += packets;
+        self.bytes += bytes;
+    }
+
+    /// Adds the last run; returns the batch's packets and bytes.
+    fn finish(mut self, table: &PeerTable, count: impl Fn(&Traffic, u64, u64)) -> (u64, u64) {
+        if let Some(run) = self.run.take() {
+            self.flush(table, run, &count);
+        }
+        (self.packets, self.bytes)
     }
 }
 

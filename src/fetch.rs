@@ -144,6 +144,11 @@ impl Fetcher {
         self.committed = validators;
     }
 
+    /// The ETag of the document in force, if its server sent one.
+    pub fn etag(&self) -> Option<&str> {
+        self.committed.etag.as_deref()
+    }
+
     /// Forgets the validators, so that the next fetch gets the whole document even if unchanged
     /// (after a document that did not load).
     pub fn forget_validators(&mut self) {

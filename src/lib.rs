@@ -18,6 +18,7 @@ pub mod packet;
 pub mod peers;
 pub mod prefix;
 pub mod privileges;
+pub mod show;
 pub mod stats;
 pub mod tun;
 pub mod udp;

@@ -15,7 +15,6 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use clap::CommandFactory;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing_subscriber::EnvFilter;
@@ -28,7 +27,7 @@ use udptun::keepalive::Key;
 use udptun::netlink::Netlink;
 use udptun::peers::Roaming;
 use udptun::stats::{self, Shared};
-use udptun::{metrics, privileges, tun, udp};
+use udptun::{metrics, privileges, show, tun, udp};
 
 fn main() -> ExitCode {
     let cli = match cli::parse() {
@@ -40,6 +39,15 @@ fn main() -> ExitCode {
     };
     if cli.generate_man {
         return print_generated(|out| clap_mangen::Man::new(Cli::command()).section("8").render(out));
+    }
+    if let Some(Action::Show { device, json }) = &cli.action {
+        return match udptun::show::run(device.as_deref(), *json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("udptun show: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if cli.action == Some(Action::Genkey) {
         return match random_key() {
@@ -162,6 +170,8 @@ fn run(cli: &Cli) -> Result<()> {
     let device = tun::create(&cli.device, threads, offload, cli.mtu())
         .with_context(|| format!("creating TUN device {}", cli.device))?;
     configure_device(cli, &device.name)?;
+    let show_listener =
+        show::bind(&device.name).with_context(|| format!("the control socket of {}", device.name))?;
     let metrics_listener = match cli.metrics_listen {
         Some(listen) => Some(metrics::bind(listen).with_context(|| format!("--metrics-listen {listen}"))?),
         None => None,
@@ -203,7 +213,7 @@ fn run(cli: &Cli) -> Result<()> {
     );
 
     table.start_holds(stats::clock_ms());
-    let shared = Arc::new(Shared { table: ArcSwap::from_pointee(table), stats: Default::default() });
+    let shared = Arc::new(Shared::new(table, control.table_origin()));
     shared.stats.last_load_unix.store(control::unix_now(), Relaxed);
     let options = Options {
         tun_offload: device.offload,
@@ -220,9 +230,16 @@ fn run(cli: &Cli) -> Result<()> {
     let on_fatal = Arc::new(move |fatal| drop(fatal_events.send(Event::Fatal(fatal))));
     datapath::spawn(queues.collect(), options, &shared, on_fatal)?;
     if let (Some(listener), Some(listen)) = (metrics_listener, cli.metrics_listen) {
-        metrics::serve(listener, shared.clone())?;
+        metrics::serve(listener, shared.clone(), cli.metrics_per_peer)?;
         tracing::info!("metrics at http://{listen}/metrics");
     }
+    let status = show::Status {
+        device: device.name.clone(),
+        listen: local,
+        threads,
+        offloads: [("tun", device.offload), ("gso", gso), ("gro", gro)],
+    };
+    show::serve(show_listener, status, shared.clone())?;
     if let Some(keepalive) = keepalive {
         control::spawn_keepalives(keepalive, shared.clone())?;
     }

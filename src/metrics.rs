@@ -9,8 +9,8 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::stats::Shared;
-use crate::stats::{DropReason, KeepaliveRefusal};
+use crate::cli::Toggle;
+use crate::control::unix_now_ms;
+use crate::peers::PeerTable;
+use crate::stats::{DropReason, KeepaliveRefusal, Shared, Traffic, clock_ms};
 
 /// How long one connection may take, from accept to the last byte of the answer, reads and
 /// write together: a client that sends a byte a second is cut off then.
@@ -33,8 +35,18 @@ const MAX_CONNECTIONS: usize = 8;
 /// Most bytes of request line and headers read.
 const MAX_REQUEST_BYTES: u64 = 8192;
 
+/// Per-peer series are on by default up to this many peers: above, a scrape would grow with
+/// the table (and a Prometheus server with it) unless the operator asks for it.
+pub const PER_PEER_DEFAULT_LIMIT: usize = 1000;
+
 /// Encodes the counters of `Shared` at each scrape.
-struct StatsCollector(Arc<Shared>);
+struct StatsCollector {
+    shared: Arc<Shared>,
+    /// `--metrics-per-peer`: forced on or off, or by the number of peers.
+    per_peer: Option<Toggle>,
+    /// Whether the last scrape had per-peer series, so that turning them off is logged once.
+    had_per_peer: AtomicBool,
+}
 
 impl fmt::Debug for StatsCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -66,7 +78,7 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) ->
 
 impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let stats = &self.0.stats;
+        let stats = &self.shared.stats;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed);
         counter(
             &mut encoder,
@@ -126,7 +138,7 @@ impl Collector for StatsCollector {
             "Hosts reloads or fetches that failed.",
             load(&stats.load_failures),
         )?;
-        let table = self.0.table.load();
+        let table = self.shared.table.load();
         gauge(&mut encoder, "udptun_peers", "Distinct peers in the table.", table.peer_count() as i64)?;
         gauge(
             &mut encoder,
@@ -139,8 +151,76 @@ impl Collector for StatsCollector {
             "udptun_hosts_last_success_timestamp_seconds",
             "When the hosts source last loaded or was confirmed unchanged.",
             load(&stats.last_load_unix) as i64,
-        )
+        )?;
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        ConstGauge::new(1).encode(
+            encoder
+                .encode_descriptor(
+                    "udptun_build_info",
+                    "The udptun version running.",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_family(&version)?,
+        )?;
+        if self.per_peer_on(table.peer_count()) {
+            encode_per_peer(&mut encoder, &table)?;
+        }
+        Ok(())
     }
+}
+
+impl StatsCollector {
+    /// Whether this scrape has per-peer series; logs when the number of peers turns them off.
+    fn per_peer_on(&self, peers: usize) -> bool {
+        let on = match self.per_peer {
+            Some(toggle) => toggle == Toggle::On,
+            None => peers <= PER_PEER_DEFAULT_LIMIT,
+        };
+        if self.had_per_peer.swap(on, Relaxed) && !on && self.per_peer.is_none() {
+            tracing::info!(
+                "metrics: per-peer series are off while the table has more than {PER_PEER_DEFAULT_LIMIT} \
+                 peers ({peers}); --metrics-per-peer on keeps them"
+            );
+        }
+        on
+    }
+}
+
+/// The traffic of each peer, labelled with its configured address.
+fn encode_per_peer(encoder: &mut DescriptorEncoder, table: &PeerTable) -> fmt::Result {
+    let peers: Vec<(String, &Traffic)> =
+        table.endpoints().map(|e| (e.configured().to_string(), e.traffic())).collect();
+    type Field = fn(&Traffic) -> &AtomicU64;
+    let series: [(&str, &str, Field); 4] = [
+        ("udptun_peer_received_packets", "Packets received from the peer.", |t| &t.received_packets),
+        ("udptun_peer_received_bytes", "Bytes received from the peer.", |t| &t.received_bytes),
+        ("udptun_peer_sent_packets", "Packets sent to the peer.", |t| &t.sent_packets),
+        ("udptun_peer_sent_bytes", "Bytes sent to the peer.", |t| &t.sent_bytes),
+    ];
+    for (name, help, field) in series {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (peer, traffic) in &peers {
+            ConstCounter::new(field(traffic).load(Relaxed))
+                .encode(family.encode_family(&[("peer", peer.as_str())])?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "udptun_peer_last_received_timestamp_seconds",
+        "When a packet or keepalive was last received from the peer (peers never heard have none).",
+        None,
+        MetricType::Gauge,
+    )?;
+    let (now_unix_ms, now_clock_ms) = (unix_now_ms(), clock_ms());
+    for (peer, traffic) in &peers {
+        let at = traffic.last_received_ms.load(Relaxed);
+        if at > 0 {
+            let unix_ms = now_unix_ms.saturating_sub(now_clock_ms.saturating_sub(at));
+            ConstGauge::new(unix_ms as f64 / 1000.0)
+                .encode(family.encode_family(&[("peer", peer.as_str())])?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Binds the metrics port (during set-up, while a port below 1024 may still be bound).
@@ -148,10 +228,12 @@ pub fn bind(listen: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(listen)
 }
 
-/// Serves `/metrics` on `listener` from a thread of its own.
-pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+/// Serves `/metrics` on `listener` from a thread of its own; `per_peer` is
+/// `--metrics-per-peer`.
+pub fn serve(listener: TcpListener, shared: Arc<Shared>, per_peer: Option<Toggle>) -> std::io::Result<()> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(StatsCollector(shared)));
+    let collector = StatsCollector { shared, per_peer, had_per_peer: AtomicBool::new(true) };
+    registry.register_collector(Box::new(collector));
     let registry = Arc::new(registry);
     let open = Arc::new(AtomicUsize::new(0));
     thread::Builder::new().name("metrics".into()).spawn(move || {

@@ -5,10 +5,12 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
 
 use crate::packet;
 use crate::prefix::{Prefix, PrefixMap};
+use crate::stats::Traffic;
 
 /// A peer's real address, the source port it was last seen sending from when a NAT between
 /// it and us rewrote its configured port, and when it was last heard there.
@@ -22,6 +24,9 @@ pub struct Endpoint {
     last_heard: AtomicU64,
     /// The highest authenticated keepalive counter accepted from this peer.
     last_counter: AtomicU64,
+    /// What was sent to and received from the peer; the next table's endpoint for the same
+    /// address takes over the same counters.
+    traffic: Arc<Traffic>,
 }
 
 /// `last_heard` is written at most this often per peer, so that the data plane's threads do
@@ -44,7 +49,18 @@ impl Endpoint {
             learned_port: AtomicU16::new(0),
             last_heard: AtomicU64::new(0),
             last_counter: AtomicU64::new(0),
+            traffic: Arc::default(),
         }
+    }
+
+    /// The address the operator configured for the peer.
+    pub fn configured(&self) -> SocketAddr {
+        self.configured
+    }
+
+    /// The peer's traffic counters.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// An accepted datagram (or plain keepalive) from `source`, an address of this peer's IP, at
@@ -163,16 +179,31 @@ pub enum KeepaliveOutcome {
     UnknownSender,
 }
 
+/// Which peer of a table a packet is for or from (valid for that table only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerId(u32);
+
 /// What to do with one packet read from the TUN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Send it, unchanged, as one UDP datagram to this address.
-    Send(SocketAddr),
+    /// Send it, unchanged, as one UDP datagram to this address, the current one of this peer.
+    Send(SocketAddr, PeerId),
     /// No peer has its destination: answer with an ICMP unreachable into the TUN.
     Unreachable,
     /// Drop it without a word: IPv6 with no IPv6 entry (router solicitations and the like),
     /// or bytes that are not an IP packet.
     Ignore,
+}
+
+impl Verdict {
+    /// Where the packet goes, if it is sent.
+    #[cfg(test)]
+    pub(crate) fn destination(self) -> Option<SocketAddr> {
+        match self {
+            Verdict::Send(to, _) => Some(to),
+            _ => None,
+        }
+    }
 }
 
 impl PeerTable {
@@ -215,18 +246,24 @@ impl PeerTable {
     }
 
     /// The endpoint serving inner address `addr`.
-    fn endpoint_for(&self, addr: IpAddr) -> Option<&Endpoint> {
-        match &self.routes {
-            None => self.endpoints.first(),
-            Some(routes) => routes.lookup(addr).map(|&i| &self.endpoints[i as usize]),
-        }
+    fn endpoint_for(&self, addr: IpAddr) -> Option<(PeerId, &Endpoint)> {
+        let index = match &self.routes {
+            None => 0,
+            Some(routes) => *routes.lookup(addr)?,
+        };
+        Some((PeerId(index), self.endpoints.get(index as usize)?))
+    }
+
+    /// The peer `id` names, if it is of this table.
+    pub fn peer(&self, id: PeerId) -> Option<&Endpoint> {
+        self.endpoints.get(id.0 as usize)
     }
 
     /// Decides where `packet` (one IP packet from the TUN) goes.
     pub fn route(&self, packet: &[u8]) -> Verdict {
         let Some(dst) = packet::destination(packet) else { return Verdict::Ignore };
         match (self.endpoint_for(dst), &self.routes) {
-            (Some(endpoint), _) => Verdict::Send(endpoint.current()),
+            (Some((id, endpoint)), _) => Verdict::Send(endpoint.current(), id),
             (None, Some(routes)) if dst.is_ipv6() && !routes.has_v6() => Verdict::Ignore,
             (None, _) => Verdict::Unreachable,
         }
@@ -234,8 +271,8 @@ impl PeerTable {
 
     /// The source check: whether `packet` (already checked to be one IP packet), received from
     /// `source` at `now`, comes from the real address the table maps its inner source address
-    /// to (see [`Endpoint::observe`] for a port other than the current one). With `any_source`
-    /// every packet is accepted.
+    /// to (see [`Endpoint::observe`] for a port other than the current one), and which peer it
+    /// is from. With `any_source` every packet is accepted (from a peer only if it passes).
     pub fn admit(
         &self,
         packet: &[u8],
@@ -243,14 +280,14 @@ impl PeerTable {
         any_source: bool,
         now: u64,
         roaming: Roaming,
-    ) -> Admission {
+    ) -> (Admission, Option<PeerId>) {
         let endpoint = packet::source(packet).and_then(|inner| self.endpoint_for(inner));
         match endpoint {
-            Some(endpoint) if endpoint.configured.ip() == source.ip() => {
-                endpoint.observe(source, now, roaming)
+            Some((id, endpoint)) if endpoint.configured.ip() == source.ip() => {
+                (endpoint.observe(source, now, roaming), Some(id))
             }
-            _ if any_source => Admission::Accepted,
-            _ => Admission::Rejected,
+            _ if any_source => (Admission::Accepted, None),
+            _ => (Admission::Rejected, None),
         }
     }
 
@@ -264,8 +301,11 @@ impl PeerTable {
             Some(None) => self.shared_ip_peers.get(&source),
             None => None,
         };
-        match index {
-            Some(&index) => self.endpoints[index as usize].observe(source, now, roaming),
+        match index.and_then(|&index| self.endpoints.get(index as usize)) {
+            Some(endpoint) => {
+                endpoint.traffic.heard(now);
+                endpoint.observe(source, now, roaming)
+            }
             None => Admission::Rejected,
         }
     }
@@ -280,13 +320,14 @@ impl PeerTable {
         source: SocketAddr,
         now: u64,
     ) -> KeepaliveOutcome {
-        let Some(endpoint) = self.endpoint_for(sender) else { return KeepaliveOutcome::UnknownSender };
+        let Some((_, endpoint)) = self.endpoint_for(sender) else { return KeepaliveOutcome::UnknownSender };
         if endpoint.configured.ip() != source.ip() {
             return KeepaliveOutcome::UnknownSender;
         }
         if endpoint.last_counter.fetch_max(counter, Relaxed) >= counter {
             return KeepaliveOutcome::Replayed;
         }
+        endpoint.traffic.heard(now);
         if endpoint.current() == source {
             endpoint.heard(now);
             return KeepaliveOutcome::Heard;
@@ -297,7 +338,12 @@ impl PeerTable {
 
     /// Every distinct peer, at the address packets go to now (for keepalives).
     pub fn peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.endpoints.iter().map(Endpoint::current)
+        self.endpoints().map(Endpoint::current)
+    }
+
+    /// Every distinct peer, in the order they were configured.
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.iter()
     }
 
     /// Takes over what `old` learned about peers this table has too (ports, when they were last
@@ -305,13 +351,50 @@ impl PeerTable {
     /// replay window. Newer knowledge wins: call it again once this table is in force, to take
     /// over what the data plane taught the old one meanwhile.
     pub fn inherit_learned(&self, old: &PeerTable) {
-        let by_address: HashMap<SocketAddr, &Endpoint> =
-            old.endpoints.iter().map(|e| (e.configured, e)).collect();
+        let by_address = old.by_configured_address();
         for endpoint in &self.endpoints {
             if let Some(previous) = by_address.get(&endpoint.configured) {
                 endpoint.merge_from(previous);
             }
         }
+    }
+
+    /// Counts the traffic of peers `old` has too in the same counters as `old` does, so that
+    /// what the data plane counts in either table, before or after the swap, is kept once.
+    /// Call it before the table is published.
+    pub fn share_traffic(&mut self, old: &PeerTable) {
+        let by_address = old.by_configured_address();
+        for endpoint in &mut self.endpoints {
+            if let Some(previous) = by_address.get(&endpoint.configured) {
+                endpoint.traffic = previous.traffic.clone();
+            }
+        }
+    }
+
+    fn by_configured_address(&self) -> HashMap<SocketAddr, &Endpoint> {
+        self.endpoints.iter().map(|e| (e.configured, e)).collect()
+    }
+
+    /// Every peer with the inner prefixes that route to it (none for the one peer of a
+    /// one-to-one table, which takes everything), in the order peers were configured: what
+    /// `udptun show` and the per-peer metrics list.
+    pub fn peers_with_prefixes(&self) -> Vec<(&Endpoint, Vec<Prefix>)> {
+        let mut prefixes = vec![Vec::new(); self.endpoints.len()];
+        if let Some(routes) = &self.routes {
+            for (prefix, &index) in routes.iter() {
+                if let Some(list) = prefixes.get_mut(index as usize) {
+                    list.push(prefix);
+                }
+            }
+        }
+        self.endpoints
+            .iter()
+            .zip(prefixes)
+            .map(|(endpoint, mut list)| {
+                list.sort_unstable_by_key(|p| (p.addr(), p.prefix_len()));
+                (endpoint, list)
+            })
+            .collect()
     }
 
     /// Starts the roaming hold at `now` for every peer never heard: until it has been silent
@@ -357,10 +440,10 @@ mod tests {
     fn single_peer_takes_everything() {
         let table = PeerTable::single(peer("192.0.2.1:7777"));
         let v6 = udp_v6("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), b"x");
-        assert_eq!(table.route(&v6), Verdict::Send(peer("192.0.2.1:7777")));
+        assert_eq!(table.route(&v6).destination(), Some(peer("192.0.2.1:7777")));
         assert_eq!(
-            table.route(&echo_request_v4([1, 1, 1, 1], [2, 2, 2, 2])),
-            Verdict::Send(peer("192.0.2.1:7777"))
+            table.route(&echo_request_v4([1, 1, 1, 1], [2, 2, 2, 2])).destination(),
+            Some(peer("192.0.2.1:7777"))
         );
     }
 
@@ -369,7 +452,7 @@ mod tests {
         let table = PeerTable::from_entries([(prefix("192.168.100.2"), peer("192.0.2.2:7777"))]);
         let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
         let to_3 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 3]);
-        assert_eq!(table.route(&to_2), Verdict::Send(peer("192.0.2.2:7777")));
+        assert_eq!(table.route(&to_2).destination(), Some(peer("192.0.2.2:7777")));
         assert_eq!(table.route(&to_3), Verdict::Unreachable);
         assert_eq!(table.route(&[]), Verdict::Ignore);
     }
@@ -381,6 +464,60 @@ mod tests {
         assert_eq!(v4_only.route(&v6), Verdict::Ignore);
         let with_v6 = PeerTable::from_entries([(prefix("fd00::9"), peer("192.0.2.9:7777"))]);
         assert_eq!(with_v6.route(&v6), Verdict::Unreachable);
+    }
+
+    #[test]
+    fn a_new_table_counts_traffic_in_the_old_tables_counters() {
+        let old = overlay();
+        let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
+        let Verdict::Send(_, id) = old.route(&to_2) else { panic!("not sent") };
+        old.peer(id).unwrap().traffic().add_sent(2, 168);
+        let mut new = PeerTable::from_entries([
+            (prefix("192.168.100.2"), peer("192.0.2.2:7777")),
+            (prefix("192.168.100.3"), peer("192.0.2.3:7777")),
+        ]);
+        new.share_traffic(&old);
+        let Verdict::Send(_, new_id) = new.route(&to_2) else { panic!("not sent") };
+        let traffic = new.peer(new_id).unwrap().traffic();
+        assert_eq!(traffic.sent_packets.load(Relaxed), 2);
+        // What the data plane adds to the old table after the swap lands in the same counters.
+        old.peer(id).unwrap().traffic().add_sent(1, 84);
+        assert_eq!((traffic.sent_packets.load(Relaxed), traffic.sent_bytes.load(Relaxed)), (3, 252));
+        let to_3 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 3]);
+        let Verdict::Send(_, id_3) = new.route(&to_3) else { panic!("not sent") };
+        assert_eq!(new.peer(id_3).unwrap().traffic().sent_packets.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn keepalives_and_admitted_packets_name_their_peer() {
+        let table = overlay();
+        let from_2 = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
+        let (admission, id) = table.admit(&from_2, peer("192.0.2.2:7777"), false, T0, FREE);
+        assert_eq!(admission, Admission::Accepted);
+        assert_eq!(table.peer(id.unwrap()).unwrap().configured(), peer("192.0.2.2:7777"));
+        assert_eq!(table.admit(&from_2, peer("192.0.2.9:7777"), true, T0, FREE), (Admission::Accepted, None));
+        table.keepalive_from(peer("192.0.2.1:7777"), T0 + 5, FREE);
+        let heard: Vec<u64> = table.endpoints().map(|e| e.traffic().last_received_ms.load(Relaxed)).collect();
+        assert_eq!(heard, [T0 + 5, 0]);
+    }
+
+    #[test]
+    fn peers_are_listed_with_their_prefixes() {
+        let table = overlay();
+        let listed: Vec<(SocketAddr, Vec<String>)> = table
+            .peers_with_prefixes()
+            .into_iter()
+            .map(|(e, p)| (e.configured(), p.iter().map(Prefix::to_string).collect()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (peer("192.0.2.1:7777"), vec!["192.168.100.1".to_string()]),
+                (peer("192.0.2.2:7777"), vec!["10.77.0.0/24".to_string(), "192.168.100.2".to_string()]),
+            ]
+        );
+        let single = PeerTable::single(peer("192.0.2.1:7777"));
+        assert_eq!(single.peers_with_prefixes()[0].1, Vec::<Prefix>::new());
     }
 
     fn overlay() -> PeerTable {
@@ -398,35 +535,35 @@ mod tests {
         let from_lan = echo_request_v4([10, 77, 0, 9], [192, 168, 100, 1]);
         let from_unknown = echo_request_v4([192, 168, 100, 9], [192, 168, 100, 1]);
         use Admission::{Accepted, Rejected};
-        assert_eq!(table.admit(&from_2, peer("192.0.2.2:7777"), false, T0, FREE), Accepted);
+        assert_eq!(table.admit(&from_2, peer("192.0.2.2:7777"), false, T0, FREE).0, Accepted);
         assert_eq!(
-            table.admit(&from_lan, peer("192.0.2.2:7777"), false, T0, FREE),
+            table.admit(&from_lan, peer("192.0.2.2:7777"), false, T0, FREE).0,
             Accepted,
             "prefix behind a gateway"
         );
         assert_eq!(
-            table.admit(&from_2, peer("192.0.2.1:7777"), false, T0, FREE),
+            table.admit(&from_2, peer("192.0.2.1:7777"), false, T0, FREE).0,
             Rejected,
             "spoofed: .2 from .1's host"
         );
         assert_eq!(
-            table.admit(&from_2, peer("198.51.100.1:7777"), false, T0, FREE),
+            table.admit(&from_2, peer("198.51.100.1:7777"), false, T0, FREE).0,
             Rejected,
             "spoofed from outside"
         );
         assert_eq!(
-            table.admit(&from_unknown, peer("192.0.2.2:7777"), false, T0, FREE),
+            table.admit(&from_unknown, peer("192.0.2.2:7777"), false, T0, FREE).0,
             Rejected,
             "inner source unmapped"
         );
         assert_eq!(
-            table.admit(&from_unknown, peer("198.51.100.1:7777"), true, T0, FREE),
+            table.admit(&from_unknown, peer("198.51.100.1:7777"), true, T0, FREE).0,
             Accepted,
             "--accept-any-source"
         );
         let single = PeerTable::single(peer("192.0.2.1:7777"));
-        assert_eq!(single.admit(&from_unknown, peer("192.0.2.1:7777"), false, T0, FREE), Accepted);
-        assert_eq!(single.admit(&from_unknown, peer("192.0.2.7:7777"), false, T0, FREE), Rejected);
+        assert_eq!(single.admit(&from_unknown, peer("192.0.2.1:7777"), false, T0, FREE).0, Accepted);
+        assert_eq!(single.admit(&from_unknown, peer("192.0.2.7:7777"), false, T0, FREE).0, Rejected);
     }
 
     #[test]
@@ -435,22 +572,22 @@ mod tests {
         let from_2 = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
         let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
         assert_eq!(
-            table.admit(&from_2, peer("192.0.2.2:40000"), false, T0, FREE),
+            table.admit(&from_2, peer("192.0.2.2:40000"), false, T0, FREE).0,
             Admission::AcceptedFromNewPort {
                 configured: peer("192.0.2.2:7777"),
                 now: peer("192.0.2.2:40000")
             }
         );
-        assert_eq!(table.admit(&from_2, peer("192.0.2.2:40000"), false, T0, FREE), Admission::Accepted);
-        assert_eq!(table.route(&to_2), Verdict::Send(peer("192.0.2.2:40000")));
+        assert_eq!(table.admit(&from_2, peer("192.0.2.2:40000"), false, T0, FREE).0, Admission::Accepted);
+        assert_eq!(table.route(&to_2).destination(), Some(peer("192.0.2.2:40000")));
         // The gateway's subnet shares the endpoint, so it follows too.
         assert_eq!(
-            table.route(&echo_request_v4([1, 1, 1, 1], [10, 77, 0, 5])),
-            Verdict::Send(peer("192.0.2.2:40000"))
+            table.route(&echo_request_v4([1, 1, 1, 1], [10, 77, 0, 5])).destination(),
+            Some(peer("192.0.2.2:40000"))
         );
         // Back to the configured port.
-        assert_ne!(table.admit(&from_2, peer("192.0.2.2:7777"), false, T0, FREE), Admission::Rejected);
-        assert_eq!(table.route(&to_2), Verdict::Send(peer("192.0.2.2:7777")));
+        assert_ne!(table.admit(&from_2, peer("192.0.2.2:7777"), false, T0, FREE).0, Admission::Rejected);
+        assert_eq!(table.route(&to_2).destination(), Some(peer("192.0.2.2:7777")));
     }
 
     #[test]
@@ -494,7 +631,7 @@ mod tests {
         ]);
         new.inherit_learned(&old);
         let to_1 = echo_request_v4([192, 168, 100, 3], [192, 168, 100, 1]);
-        assert_eq!(new.route(&to_1), Verdict::Send(peer("192.0.2.1:50000")));
+        assert_eq!(new.route(&to_1).destination(), Some(peer("192.0.2.1:50000")));
     }
 
     #[test]
@@ -502,22 +639,22 @@ mod tests {
         let table = PeerTable::single(peer("192.0.2.2:7777"));
         let from_peer = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
         let to_peer = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
-        assert_eq!(table.admit(&from_peer, peer("192.0.2.2:7777"), false, T0, HOLD), Admission::Accepted);
+        assert_eq!(table.admit(&from_peer, peer("192.0.2.2:7777"), false, T0, HOLD).0, Admission::Accepted);
         // A neighbour on the peer's IP, 14.9 s later: delivered, but the peer stays.
         let neighbour = peer("192.0.2.2:40000");
         let refused = Admission::AcceptedMoveRefused { current: peer("192.0.2.2:7777"), from: neighbour };
-        assert_eq!(table.admit(&from_peer, neighbour, false, T0 + 14_900, HOLD), refused);
+        assert_eq!(table.admit(&from_peer, neighbour, false, T0 + 14_900, HOLD).0, refused);
         assert_eq!(table.keepalive_from(neighbour, T0 + 14_900, HOLD), refused);
-        assert_eq!(table.route(&to_peer), Verdict::Send(peer("192.0.2.2:7777")));
+        assert_eq!(table.route(&to_peer).destination(), Some(peer("192.0.2.2:7777")));
         // The peer is heard again (a keepalive): the hold starts over.
         assert_eq!(table.keepalive_from(peer("192.0.2.2:7777"), T0 + 14_950, HOLD), Admission::Accepted);
-        assert_eq!(table.admit(&from_peer, neighbour, false, T0 + 29_000, HOLD), refused);
+        assert_eq!(table.admit(&from_peer, neighbour, false, T0 + 29_000, HOLD).0, refused);
         // Silent for the whole hold: the first datagram from a new port moves it (a NAT rebinding).
         assert_eq!(
-            table.admit(&from_peer, neighbour, false, T0 + 29_950, HOLD),
+            table.admit(&from_peer, neighbour, false, T0 + 29_950, HOLD).0,
             Admission::AcceptedFromNewPort { configured: peer("192.0.2.2:7777"), now: neighbour }
         );
-        assert_eq!(table.route(&to_peer), Verdict::Send(neighbour));
+        assert_eq!(table.route(&to_peer).destination(), Some(neighbour));
     }
 
     #[test]
@@ -527,22 +664,22 @@ mod tests {
         let table = PeerTable::single(peer("192.0.2.2:7777"));
         table.start_holds(T0);
         assert!(matches!(
-            table.admit(&from_peer, nat, false, T0 + 14_000, HOLD),
+            table.admit(&from_peer, nat, false, T0 + 14_000, HOLD).0,
             Admission::AcceptedMoveRefused { .. }
         ));
         assert!(matches!(
-            table.admit(&from_peer, nat, false, T0 + 15_000, HOLD),
+            table.admit(&from_peer, nat, false, T0 + 15_000, HOLD).0,
             Admission::AcceptedFromNewPort { .. }
         ));
         // The configured address takes it back at once, hold or not.
         assert!(matches!(
-            table.admit(&from_peer, peer("192.0.2.2:7777"), false, T0 + 15_001, HOLD),
+            table.admit(&from_peer, peer("192.0.2.2:7777"), false, T0 + 15_001, HOLD).0,
             Admission::AcceptedFromNewPort { .. }
         ));
         assert_eq!(table.peers().collect::<Vec<_>>(), vec![peer("192.0.2.2:7777")]);
         let table = PeerTable::single(peer("192.0.2.2:7777"));
         assert!(matches!(
-            table.admit(&from_peer, nat, false, T0, KEYED),
+            table.admit(&from_peer, nat, false, T0, KEYED).0,
             Admission::AcceptedMoveRefused { .. }
         ));
         assert!(matches!(
@@ -554,7 +691,7 @@ mod tests {
         let sender = IpAddr::from([192, 168, 100, 2]);
         assert!(matches!(table.authenticated_keepalive(sender, 1, nat, T0), KeepaliveOutcome::Moved { .. }));
         assert!(matches!(
-            table.admit(&from_peer, peer("192.0.2.2:7777"), false, T0 + 60_000, KEYED),
+            table.admit(&from_peer, peer("192.0.2.2:7777"), false, T0 + 60_000, KEYED).0,
             Admission::AcceptedMoveRefused { .. }
         ));
         assert_eq!(table.peers().collect::<Vec<_>>(), vec![nat]);
@@ -570,7 +707,7 @@ mod tests {
             KeepaliveOutcome::Moved { configured: peer("192.0.2.2:7777"), now: moved }
         );
         let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
-        assert_eq!(table.route(&to_2), Verdict::Send(moved));
+        assert_eq!(table.route(&to_2).destination(), Some(moved));
         // A replay, even from another port, moves nothing.
         assert_eq!(
             table.authenticated_keepalive(sender, 10, peer("192.0.2.2:50000"), T0),
@@ -587,7 +724,7 @@ mod tests {
             table.authenticated_keepalive("10.9.9.9".parse().unwrap(), 12, moved, T0),
             KeepaliveOutcome::UnknownSender
         );
-        assert_eq!(table.route(&to_2), Verdict::Send(moved));
+        assert_eq!(table.route(&to_2).destination(), Some(moved));
         // A reload keeps the counter: the old keepalive stays a replay.
         let reloaded = overlay();
         reloaded.inherit_learned(&table);
@@ -607,7 +744,7 @@ mod tests {
         assert_eq!(table.keepalive_from(peer("192.0.2.2:40000"), T0 + 14_000, HOLD), Admission::Rejected);
         // So at 20 s a neighbour's packet with .2's source does not move it.
         assert!(matches!(
-            table.admit(&from_2, peer("192.0.2.2:40000"), false, T0 + 20_000, HOLD),
+            table.admit(&from_2, peer("192.0.2.2:40000"), false, T0 + 20_000, HOLD).0,
             Admission::AcceptedMoveRefused { .. }
         ));
     }
@@ -619,7 +756,7 @@ mod tests {
         // Heard 50 ms into the data plane's clock, before any hold was started.
         assert_eq!(table.keepalive_from(peer("192.0.2.2:7777"), 50, HOLD), Admission::Accepted);
         assert!(matches!(
-            table.admit(&from_peer, peer("192.0.2.2:40000"), false, 50 + 14_999, HOLD),
+            table.admit(&from_peer, peer("192.0.2.2:40000"), false, 50 + 14_999, HOLD).0,
             Admission::AcceptedMoveRefused { .. }
         ));
     }
@@ -639,12 +776,12 @@ mod tests {
             KeepaliveOutcome::Replayed
         );
         let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
-        assert_eq!(new.route(&to_2), Verdict::Send(peer("192.0.2.2:40000")), "the later move wins");
+        assert_eq!(new.route(&to_2).destination(), Some(peer("192.0.2.2:40000")), "the later move wins");
         // Heard at the same moment in both: the table in force keeps what it has.
         let (old, new) = (overlay(), overlay());
         old.authenticated_keepalive(sender, 60, peer("192.0.2.2:50000"), T0);
         new.authenticated_keepalive(sender, 61, peer("192.0.2.2:40000"), T0);
         new.inherit_learned(&old);
-        assert_eq!(new.route(&to_2), Verdict::Send(peer("192.0.2.2:40000")));
+        assert_eq!(new.route(&to_2).destination(), Some(peer("192.0.2.2:40000")));
     }
 }

@@ -142,6 +142,17 @@ impl<V> PrefixMap<V> {
             + self.v6.iter().map(|(_, m)| m.len()).sum::<usize>()
     }
 
+    /// Every prefix with its value, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (Prefix, &V)> {
+        let v4 = self.v4.iter().flat_map(|(len, m)| {
+            m.iter().map(|(&a, v)| (Prefix { addr: IpAddr::V4(Ipv4Addr::from(a)), len: *len }, v))
+        });
+        let v6 = self.v6.iter().flat_map(|(len, m)| {
+            m.iter().map(|(&a, v)| (Prefix { addr: IpAddr::V6(Ipv6Addr::from(a)), len: *len }, v))
+        });
+        v4.chain(v6)
+    }
+
     /// Whether any IPv6 prefix is present.
     pub fn has_v6(&self) -> bool {
         !self.v6.is_empty()

@@ -17,6 +17,32 @@ pub struct Shared {
     pub table: ArcSwap<PeerTable>,
     /// Counters.
     pub stats: Stats,
+    /// Where the table in force came from (for `udptun show`).
+    pub origin: ArcSwap<TableOrigin>,
+}
+
+impl Shared {
+    /// The first table, with no traffic counted yet.
+    pub fn new(table: PeerTable, origin: TableOrigin) -> Self {
+        Self {
+            table: ArcSwap::from_pointee(table),
+            stats: Stats::default(),
+            origin: ArcSwap::from_pointee(origin),
+        }
+    }
+}
+
+/// Where a peer table came from, and which version of its source it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableOrigin {
+    /// `remote` (`-A`), `file` or `url`.
+    pub kind: &'static str,
+    /// The host, path or URL.
+    pub location: String,
+    /// When it was loaded (Unix seconds).
+    pub loaded_unix: u64,
+    /// The document's ETag, if its server sent one.
+    pub etag: Option<String>,
 }
 
 /// Why a packet was dropped. Each reason has its own counter.
@@ -147,6 +173,52 @@ impl Stats {
         }
         line += &format!(", icmp_errors_suppressed={}", self.icmp_errors_suppressed.load(Relaxed));
         line
+    }
+}
+
+/// One peer's traffic, shared by the endpoints that stand for it in successive tables (a
+/// reload hands the same counters on, so nothing counted in between is lost or counted twice).
+/// The data plane adds a run of packets to or from one peer at a time: one add per run, not per
+/// packet.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Packets received from the peer and written to the TUN.
+    pub received_packets: AtomicU64,
+    /// Bytes of those packets.
+    pub received_bytes: AtomicU64,
+    /// Packets sent to the peer.
+    pub sent_packets: AtomicU64,
+    /// Bytes of those packets.
+    pub sent_bytes: AtomicU64,
+    /// When a packet or keepalive was last received from the peer (milliseconds on
+    /// [`clock_ms`]); 0 while never.
+    pub last_received_ms: AtomicU64,
+}
+
+impl Traffic {
+    /// Counts `packets` packets of `bytes` bytes in all received at `now_ms`.
+    pub fn add_received(&self, packets: u64, bytes: u64, now_ms: u64) {
+        if packets > 0 {
+            self.received_packets.fetch_add(packets, Relaxed);
+            self.received_bytes.fetch_add(bytes, Relaxed);
+            self.heard(now_ms);
+        }
+    }
+
+    /// Counts `packets` packets of `bytes` bytes in all sent.
+    pub fn add_sent(&self, packets: u64, bytes: u64) {
+        if packets > 0 {
+            self.sent_packets.fetch_add(packets, Relaxed);
+            self.sent_bytes.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    /// Notes that the peer was heard at `now_ms` (a keepalive, or data).
+    pub fn heard(&self, now_ms: u64) {
+        // Written at most once a millisecond, so threads do not fight over the line for it.
+        if self.last_received_ms.load(Relaxed) < now_ms {
+            self.last_received_ms.fetch_max(now_ms, Relaxed);
+        }
     }
 }
 
