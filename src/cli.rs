@@ -10,6 +10,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgGroup, CommandFactory, FromArgMatches, Parser};
 
+use crate::config;
 use crate::netlink::InterfaceAddress;
 use crate::prefix::Prefix;
 
@@ -134,9 +135,14 @@ pub struct Cli {
     pub group: Option<String>,
 
     /// TOML file setting any of these flags by their long names (`mtu = 1400`,
-    /// `address = ["10.0.0.1/24"]`); flags on the command line win.
+    /// `address = ["10.0.0.1/24"]`); flags on the command line win. Its `[nodes."ADDR"]`
+    /// tables (`host`, `port`) may stand for --hosts-file, reloaded as one.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// The config file, when its `[nodes]` tables are the peer source (set by [`parse`]).
+    #[arg(skip)]
+    pub nodes_config: Option<PathBuf>,
 
     /// Print the man page (roff) and exit.
     #[arg(long, hide = true, exclusive = true)]
@@ -202,24 +208,52 @@ fn parse_from(args: Vec<OsString>) -> Result<Cli> {
     let first = Cli::command().ignore_errors(true).try_get_matches_from(&args).ok();
     let config = first.as_ref().and_then(|m| m.get_one::<PathBuf>("config").cloned());
     let mut full = args.clone();
-    if let (Some(path), Some(first)) = (config, &first) {
-        let from_file = config_args(&path, &|id| first.value_source(id) == Some(ValueSource::CommandLine))?;
+    let mut nodes = None;
+    if let (Some(path), Some(first)) = (&config, &first) {
+        let (from_file, nodes_line) =
+            config_args(path, &|id| first.value_source(id) == Some(ValueSource::CommandLine))?;
+        nodes = nodes_line.map(|line| (path.clone(), line));
         full.splice(1..1, from_file);
     }
     let generating =
         first.as_ref().is_some_and(|m| m.get_flag("generate_man") || m.contains_id("generate_completions"));
     let mut command = Cli::command();
-    if generating {
-        // The man page and completions need no peer source.
+    if generating || nodes.is_some() {
+        // The man page and completions need no peer source; `[nodes]` is one.
         command = command.mut_group("peers", |g| g.required(false));
     }
     let matches = command.try_get_matches_from(full).unwrap_or_else(|e| e.exit());
-    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some((path, line)) = nodes {
+        if let Some(other) = [
+            ("-A", cli.remote_address.is_some()),
+            ("--hosts-file", cli.hosts_file.is_some()),
+            ("--hosts-url", cli.hosts_url.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, set)| set.then_some(flag))
+        {
+            bail!(
+                "{}: line {line}: `nodes`: the peers come from these tables or from {other}, not both",
+                path.display()
+            );
+        }
+        cli.nodes_config = Some(path);
+    }
+    Ok(cli)
 }
 
-fn config_args(path: &Path, on_command_line: &dyn Fn(&str) -> bool) -> Result<Vec<OsString>> {
+/// The arguments a config file gives, and the line of its `[nodes]` tables if it has them
+/// (checked here, so that a bad entry stops the start before any set-up).
+fn config_args(
+    path: &Path,
+    on_command_line: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<OsString>, Option<usize>)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
-    config_to_args(&text, &path.display().to_string(), on_command_line)
+    let origin = path.display().to_string();
+    let args = config_to_args(&text, &origin, on_command_line)?;
+    let parsed = config::parse(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
+    Ok((args, parsed.nodes.map(|nodes| nodes.line)))
 }
 
 /// Turns the text of a TOML config file into command-line arguments, checking each value with
@@ -238,6 +272,9 @@ pub fn config_to_args(
     for (key, value) in &table {
         let line = text[..key.span().start].matches('\n').count() + 1;
         let key = key.get_ref();
+        if key == config::NODES {
+            continue; // the peers: `config::parse` reads them
+        }
         let place = format!("{origin}: line {line}: `{key}`");
         let Some(arg) = command.get_arguments().find(|a| a.get_long() == Some(key.as_str())) else {
             bail!("{place}: no such setting (settings are the long flag names, as in --help)");
@@ -333,6 +370,32 @@ mod tests {
         assert!(parse(&["-A", "a", "--hosts-file", "h"]).is_err());
         assert!(parse(&["--hosts-url", "http://x/", "--hosts-file", "h"]).is_err());
         assert!(parse(&["--hosts-url", "http://x/"]).is_ok());
+    }
+
+    #[test]
+    fn nodes_in_the_config_are_the_peer_source_and_the_only_one() {
+        let dir = std::env::temp_dir().join(format!("udptun-cli-nodes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("nodes.toml");
+        std::fs::write(&path, "mtu = 1400\n\n[nodes.\"10.0.0.2\"]\nhost = \"b\"\n").unwrap();
+        let args = |extra: &[&str]| -> Vec<OsString> {
+            ["udptun", "--config", path.to_str().unwrap()].iter().chain(extra).map(OsString::from).collect()
+        };
+        let cli = parse_from(args(&[])).unwrap();
+        assert_eq!((cli.nodes_config.as_deref(), cli.mtu), (Some(path.as_path()), Some(1400)));
+        for extra in [["-A", "x"], ["--hosts-file", "h.json"], ["--hosts-url", "http://x/"]] {
+            let error = parse_from(args(&extra)).unwrap_err().to_string();
+            let expected = format!(
+                "{}: line 3: `nodes`: the peers come from these tables or from {}, not both",
+                path.display(),
+                extra[0]
+            );
+            assert_eq!(error, expected);
+        }
+        // A config without them is no peer source.
+        std::fs::write(&path, "mtu = 1400\n").unwrap();
+        assert_eq!(parse_from(args(&["-A", "x"])).unwrap().nodes_config, None);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

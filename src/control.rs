@@ -1,5 +1,6 @@
-//! The control plane: turns the configured peer source (one remote, a hosts file, a hosts URL)
-//! into a [`PeerTable`] and keeps it current: reloads on SIGHUP and when the file changes,
+//! The control plane: turns the configured peer source (one remote, a hosts file, the config
+//! file's `[nodes]`, a hosts URL) into a [`PeerTable`] and keeps it current: reloads on SIGHUP
+//! and when the file changes,
 //! refetches the URL and re-resolves host names. Each new table is published whole; a source
 //! that fails once running leaves the last good table in force. Keepalives run on a thread of
 //! their own and name lookups on a pool, so that nothing slow here delays what has a deadline.
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow};
 use socket2::Socket;
 
+use crate::config;
 use crate::fetch::{Fetched, Fetcher, MAX_BODY_BYTES};
 use crate::hosts::{self, Entry};
 use crate::keepalive::{self, Key};
@@ -239,6 +241,9 @@ pub enum Source {
     Remote(String, u16),
     /// A hosts file, reloaded on SIGHUP and when it changes.
     File(PathBuf),
+    /// The `[nodes]` tables of the config file (`--config`), reloaded as a hosts file is; its
+    /// other settings that changed are reported as needing a restart.
+    Config(PathBuf),
     /// A hosts URL, refetched every interval.
     Url(Box<Fetcher>),
 }
@@ -276,6 +281,9 @@ pub struct Control {
     file_stamp: Option<FileStamp>,
     /// The last reload failed: try again at the next re-resolution.
     retry: bool,
+    /// The config file's other settings as the first table was loaded with them (a
+    /// [`Source::Config`] only): what a change is told against.
+    start_settings: Option<toml::Table>,
 }
 
 /// What identifies a version of a file without reading it.
@@ -296,6 +304,8 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 enum Version {
     None,
     Stamp(Option<FileStamp>),
+    /// A config file's: its stamp and its other settings.
+    Config(Option<FileStamp>, toml::Table),
     Validators(crate::fetch::Validators),
 }
 
@@ -303,8 +313,15 @@ impl Control {
     /// Loads the first table. Any failure here is fatal: there would be nothing to run.
     pub fn start(source: Source, resolver: Resolver) -> Result<(Self, PeerTable)> {
         let document = Document::Hosts(Vec::new());
-        let mut control =
-            Self { source, resolver, document, resolved: HashMap::new(), file_stamp: None, retry: false };
+        let mut control = Self {
+            source,
+            resolver,
+            document,
+            resolved: HashMap::new(),
+            file_stamp: None,
+            retry: false,
+            start_settings: None,
+        };
         let (document, version) = control.read_source()?.context("the first fetch")?;
         let (table, resolved) = control.resolve(&document, true)?;
         control.document = document;
@@ -318,6 +335,7 @@ impl Control {
         let (kind, etag) = match &self.source {
             Source::Remote(..) => ("remote", None),
             Source::File(_) => ("file", None),
+            Source::Config(_) => ("config", None),
             Source::Url(fetcher) => ("url", fetcher.etag().map(str::to_string)),
         };
         TableOrigin { kind, location: self.origin(), loaded_unix: unix_now(), etag }
@@ -326,7 +344,7 @@ impl Control {
     fn origin(&self) -> String {
         match &self.source {
             Source::Remote(host, _) => format!("-A {host}"),
-            Source::File(path) => path.display().to_string(),
+            Source::File(path) | Source::Config(path) => path.display().to_string(),
             Source::Url(fetcher) => fetcher.url().to_string(),
         }
     }
@@ -338,7 +356,12 @@ impl Control {
             Source::Remote(host, port) => Ok(Some((Document::Remote(host.clone(), *port), Version::None))),
             Source::File(path) => {
                 let stamp = stamp(path);
-                Ok(Some((read_file(path)?, Version::Stamp(stamp))))
+                Ok(Some((parse(&read_file(path)?, &path.display().to_string())?, Version::Stamp(stamp))))
+            }
+            Source::Config(path) => {
+                let stamp = stamp(path);
+                let (entries, settings) = read_config(path)?;
+                Ok(Some((Document::Hosts(entries), Version::Config(stamp, settings))))
             }
             Source::Url(fetcher) => match fetcher.fetch()? {
                 Fetched::Unchanged => Ok(None),
@@ -353,6 +376,20 @@ impl Control {
     fn commit(&mut self, version: Version) {
         match (version, &mut self.source) {
             (Version::Stamp(stamp), _) => self.file_stamp = stamp,
+            (Version::Config(stamp, settings), _) => {
+                self.file_stamp = stamp;
+                match &self.start_settings {
+                    Some(start) => {
+                        for name in config::changed_settings(start, &settings) {
+                            tracing::warn!(
+                                "`{name}` changed in {}: takes effect after a restart",
+                                self.origin()
+                            );
+                        }
+                    }
+                    None => self.start_settings = Some(settings),
+                }
+            }
             (Version::Validators(validators), Source::Url(fetcher)) => fetcher.commit(validators),
             _ => {}
         }
@@ -448,7 +485,7 @@ impl Control {
                 match &mut self.source {
                     Source::Url(fetcher) => fetcher.forget_validators(),
                     // Not reloaded every second while it stays broken, but retried.
-                    Source::File(path) => {
+                    Source::File(path) | Source::Config(path) => {
                         self.file_stamp = stamp(path);
                         self.retry = true;
                     }
@@ -479,6 +516,14 @@ impl Control {
         }
     }
 
+    /// The file whose changes reload the table, if the source is one.
+    fn watched_file(&self) -> Option<&Path> {
+        match &self.source {
+            Source::File(path) | Source::Config(path) => Some(path),
+            Source::Remote(..) | Source::Url(_) => None,
+        }
+    }
+
     /// Runs the control plane until `commands` closes.
     pub fn run(mut self, shared: Arc<Shared>, timing: Timing, commands: Receiver<Command>) {
         let now = Instant::now();
@@ -489,7 +534,7 @@ impl Control {
             let deadline = [
                 Some(next_resolve),
                 matches!(self.source, Source::Url(_)).then_some(next_fetch),
-                matches!(self.source, Source::File(_)).then_some(next_file_check),
+                self.watched_file().map(|_| next_file_check),
             ]
             .into_iter()
             .flatten()
@@ -508,7 +553,7 @@ impl Control {
                 self.reload(&shared);
                 next_fetch = Instant::now() + jittered(timing.url_interval);
             }
-            if let Source::File(path) = &self.source
+            if let Some(path) = self.watched_file()
                 && now >= next_file_check
             {
                 next_file_check = now + FILE_CHECK;
@@ -605,8 +650,8 @@ fn parse(text: &str, origin: &str) -> Result<Document> {
     hosts::parse(text).map(Document::Hosts).map_err(|e| anyhow!("{origin}: {e}"))
 }
 
-/// Reads a hosts file, refusing one larger than a hosts URL may be (bounded memory).
-fn read_file(path: &Path) -> Result<Document> {
+/// Reads a hosts or config file, refusing one larger than a hosts URL may be (bounded memory).
+fn read_file(path: &Path) -> Result<String> {
     use std::io::Read;
     let origin = path.display().to_string();
     let file = std::fs::File::open(path).with_context(|| origin.clone())?;
@@ -615,7 +660,21 @@ fn read_file(path: &Path) -> Result<Document> {
     if text.len() as u64 > MAX_BODY_BYTES {
         anyhow::bail!("{origin}: larger than {MAX_BODY_BYTES} bytes");
     }
-    parse(&text, &origin)
+    Ok(text)
+}
+
+/// Reads the config file's `[nodes]` entries and its other settings, which must still be valid
+/// (else the next start would fail): a file that lost its `[nodes]` is an error too, since the
+/// peer source changes only at a restart.
+fn read_config(path: &Path) -> Result<(Vec<Entry>, toml::Table)> {
+    let text = read_file(path)?;
+    let origin = path.display().to_string();
+    let parsed = config::parse(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
+    crate::cli::config_to_args(&text, &origin, &|_| false)?;
+    let nodes = parsed.nodes.ok_or_else(|| {
+        anyhow!("{origin}: no `[nodes]` tables any more (the peer source changes only at a restart)")
+    })?;
+    Ok((nodes.entries, parsed.settings))
 }
 
 /// A fetch may take up to 30 s, but never longer than the interval between two fetches.

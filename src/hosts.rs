@@ -130,14 +130,10 @@ fn read_nodes<'a>(
     lines: &mut Lines<'a>,
     invalid: &impl Fn(usize, String) -> Stop,
 ) -> Result<Vec<Entry>, Stop> {
-    let mut entries = Vec::new();
-    let mut seen: HashMap<Prefix, Cow<'a, str>> = HashMap::new();
+    let mut rules = EntryRules::default();
     while let Some(node) = walker.member()? {
         let key = node.name;
-        let prefix: Prefix = key.parse().map_err(|e| invalid(node.at, e))?;
-        if let Some(first) = seen.insert(prefix, key.clone()) {
-            return Err(invalid(node.at, format!("`{key}` is listed twice (first as `{first}`)")));
-        }
+        let prefix = rules.prefix(&key).map_err(|e| invalid(node.at, e))?;
         let Start::Object(fields_at) = node.value else {
             return Err(invalid(node.value.at(), format!("`{key}` must be an object `{{ host, port }}`")));
         };
@@ -145,30 +141,82 @@ fn read_nodes<'a>(
         let mut port = DEFAULT_PORT;
         while let Some(field) = walker.member()? {
             match (&*field.name, field.value) {
-                ("host", Start::Scalar(Token::String(s), _)) if !s.trim().is_empty() => {
-                    host = Some(s.into_owned());
-                }
-                ("host", other) => {
-                    return Err(invalid(other.at(), format!("`{key}`: `host` must be a non-empty string")));
+                ("host", value) => {
+                    let text = match &value {
+                        Start::Scalar(Token::String(s), _) => Some(&**s),
+                        _ => None,
+                    };
+                    host = Some(EntryRules::host(&key, text).map_err(|e| invalid(value.at(), e))?);
                 }
                 ("port", value) => {
-                    port = match &value {
-                        Start::Scalar(Token::Number(n), _) => n.parse::<u16>().ok().filter(|&p| p != 0),
+                    let number = match &value {
+                        Start::Scalar(Token::Number(n), _) => n.parse::<u16>().ok(),
                         _ => None,
-                    }
-                    .ok_or_else(|| invalid(value.at(), format!("`{key}`: port must be 1-65535")))?;
+                    };
+                    port = EntryRules::port(&key, number).map_err(|e| invalid(value.at(), e))?;
                 }
                 // Unknown fields are ignored, as the original did.
                 (_, other) => walker.skip(&other)?,
             }
         }
-        let host = host.ok_or_else(|| invalid(fields_at, format!("`{key}`: missing field `host`")))?;
-        if entries.len() == MAX_ENTRIES {
-            return Err(invalid(node.at, format!("more than {MAX_ENTRIES} entries")));
-        }
-        entries.push(Entry { prefix, host, port, line: lines.line_of(node.at) });
+        let host = host.ok_or_else(|| invalid(fields_at, EntryRules::missing_host(&key)))?;
+        rules
+            .push(Entry { prefix, host, port, line: lines.line_of(node.at) })
+            .map_err(|e| invalid(node.at, e))?;
     }
-    Ok(entries)
+    Ok(rules.into_entries())
+}
+
+/// The rules every entry follows, whatever the syntax it comes in (this JSON document, or the
+/// `[nodes]` tables of a config file): both accept the same entries and refuse the others in
+/// the same words. Each check returns the message; the caller knows where to place it.
+#[derive(Default)]
+pub struct EntryRules<'a> {
+    entries: Vec<Entry>,
+    /// The key that named each prefix so far, for the message about a second one.
+    seen: HashMap<Prefix, Cow<'a, str>>,
+}
+
+impl<'a> EntryRules<'a> {
+    /// The prefix a node's `key` names: an IP address or prefix that no earlier key named.
+    pub fn prefix(&mut self, key: &Cow<'a, str>) -> Result<Prefix, String> {
+        let prefix: Prefix = key.parse()?;
+        if let Some(first) = self.seen.insert(prefix, key.clone()) {
+            return Err(format!("`{key}` is listed twice (first as `{first}`)"));
+        }
+        Ok(prefix)
+    }
+
+    /// The `host` of node `key`, given as `text` (`None`: not a string).
+    pub fn host(key: &str, text: Option<&str>) -> Result<String, String> {
+        text.filter(|s| !s.trim().is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| format!("`{key}`: `host` must be a non-empty string"))
+    }
+
+    /// The `port` of node `key`, given as `number` (`None`: not a number that fits 16 bits).
+    pub fn port(key: &str, number: Option<u16>) -> Result<u16, String> {
+        number.filter(|&p| p != 0).ok_or_else(|| format!("`{key}`: port must be 1-65535"))
+    }
+
+    /// Why node `key`, which names no host, is refused.
+    pub fn missing_host(key: &str) -> String {
+        format!("`{key}`: missing field `host`")
+    }
+
+    /// Adds `entry`, unless the document already has [`MAX_ENTRIES`].
+    pub fn push(&mut self, entry: Entry) -> Result<(), String> {
+        if self.entries.len() == MAX_ENTRIES {
+            return Err(format!("more than {MAX_ENTRIES} entries"));
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// The entries, in the order they were added.
+    pub fn into_entries(self) -> Vec<Entry> {
+        self.entries
+    }
 }
 
 /// jsonc-parser's limit on nesting, kept so that what loaded before still loads: its tree
@@ -503,7 +551,7 @@ impl<'a> Lines<'a> {
 }
 
 /// The 1-based line and column (in characters) of byte `offset` in `text`.
-fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)

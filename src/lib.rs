@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod cli;
+pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod fetch;

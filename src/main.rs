@@ -138,11 +138,13 @@ fn run(cli: &Cli) -> Result<()> {
         Source::Remote(host.clone(), cli.remote_port)
     } else if let Some(path) = &cli.hosts_file {
         Source::File(path.clone())
+    } else if let Some(path) = &cli.nodes_config {
+        Source::Config(path.clone())
     } else if let Some(url) = &cli.hosts_url {
         let trust = Trust { ca_file: cli.ca_file.as_deref(), ca_path: cli.ca_path.as_deref() };
         Source::Url(Box::new(Fetcher::new(url, &trust, control::fetch_timeout(cli.hosts_url_interval))?))
     } else {
-        unreachable!("clap requires one of -A, --hosts-file, --hosts-url");
+        unreachable!("cli::parse requires one of -A, --hosts-file, --hosts-url, [nodes]");
     };
 
     // Set-up, the only part that needs privileges: sockets, device, addresses, routes.

@@ -35,7 +35,7 @@ impl Shared {
 /// Where a peer table came from, and which version of its source it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableOrigin {
-    /// `remote` (`-A`), `file` or `url`.
+    /// `remote` (`-A`), `file`, `config` (its `[nodes]`) or `url`.
     pub kind: &'static str,
     /// The host, path or URL.
     pub location: String,

@@ -194,6 +194,60 @@ fn a_bad_config_file_names_the_file_the_line_and_the_key() {
 }
 
 #[test]
+fn bad_nodes_in_a_config_file_name_the_file_the_line_and_the_key() {
+    let dir = std::env::temp_dir().join(format!("udptun-nodes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let node = "[nodes.\"192.168.100.2\"]\nhost = \"10.100.0.2\"\n";
+    let cases: [(&str, String, &[&str], &str); 6] = [
+        (
+            "port.toml",
+            format!("mtu = 1400\n{node}port = 99999\n"),
+            &[],
+            "line 4 column 8: `192.168.100.2`: port must be 1-65535",
+        ),
+        (
+            "host.toml",
+            "[nodes.\"192.168.100.2\"]\nhost = \"\"\n".into(),
+            &[],
+            "line 2 column 8: `192.168.100.2`: `host` must be a non-empty string",
+        ),
+        (
+            "key.toml",
+            "[nodes.vps2]\nhost = \"b\"\n".into(),
+            &[],
+            "line 1 column 8: `vps2` is not an IP address",
+        ),
+        (
+            "field.toml",
+            format!("{node}mtu = 1400\n"),
+            &[],
+            "line 3 column 1: `192.168.100.2`: no such field `mtu`",
+        ),
+        (
+            "two.toml",
+            format!("hosts-url = \"http://x/\"\n{node}"),
+            &[],
+            "line 1 column 1: `hosts-url`: the peers come from the `[nodes]` tables on line 2",
+        ),
+        (
+            "flag.toml",
+            node.into(),
+            &["--hosts-file", "h.json"],
+            "line 1: `nodes`: the peers come from these tables or from --hosts-file, not both",
+        ),
+    ];
+    for (name, text, extra, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = run(&[&["--config", path.to_str().unwrap(), "-d", "never"], extra].concat());
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{}: {expected}", path.display())), "{name}: {err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn man_page_and_completions_come_from_the_cli_definition() {
     let man = run(&["--generate-man"]);
     assert!(man.status.success());
