@@ -79,9 +79,8 @@ pub fn parse(text: &str) -> Result<ConfigFile, ParseError> {
     nodes.sort_by_key(|(key, _)| key.span().start);
     let mut rules = EntryRules::default();
     for (key, value) in nodes {
-        let prefix = rules.prefix(key.get_ref()).map_err(|e| at(key.span().start, e))?;
-        let entry = node(key, value, &at)?;
-        let (host, port) = entry;
+        let prefix = rules.prefix(key.get_ref().clone()).map_err(|e| at(key.span().start, e))?;
+        let (host, port) = node(key, value, &at)?;
         let line = line_and_column(text, key.span().start).0;
         rules.push(Entry { prefix, host, port, line }).map_err(|e| at(key.span().start, e))?;
     }

@@ -133,7 +133,7 @@ fn read_nodes<'a>(
     let mut rules = EntryRules::default();
     while let Some(node) = walker.member()? {
         let key = node.name;
-        let prefix = rules.prefix(&key).map_err(|e| invalid(node.at, e))?;
+        let prefix = rules.prefix(key.clone()).map_err(|e| invalid(node.at, e))?;
         let Start::Object(fields_at) = node.value else {
             return Err(invalid(node.value.at(), format!("`{key}` must be an object `{{ host, port }}`")));
         };
@@ -179,11 +179,12 @@ pub struct EntryRules<'a> {
 
 impl<'a> EntryRules<'a> {
     /// The prefix a node's `key` names: an IP address or prefix that no earlier key named.
-    pub fn prefix(&mut self, key: &Cow<'a, str>) -> Result<Prefix, String> {
+    pub fn prefix(&mut self, key: Cow<'a, str>) -> Result<Prefix, String> {
         let prefix: Prefix = key.parse()?;
-        if let Some(first) = self.seen.insert(prefix, key.clone()) {
+        if let Some(first) = self.seen.get(&prefix) {
             return Err(format!("`{key}` is listed twice (first as `{first}`)"));
         }
+        self.seen.insert(prefix, key);
         Ok(prefix)
     }
 

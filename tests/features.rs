@@ -513,6 +513,77 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
     assert!(link.contains("mtu 1280"), "the command line overrides the file: {link}");
 }
 
+/// A config file for h1 of the `[nodes]` test: its settings, then a node for each of `hosts`.
+fn config_with_nodes(mtu: u16, hosts: &[u8]) -> String {
+    let nodes: String = hosts
+        .iter()
+        .map(|i| format!("\n[nodes.\"192.168.100.{i}\"]\nhost = \"10.100.0.{i}\"\nport = 7777\n"))
+        .collect();
+    format!("device = \"udptun\"\naddress = [\"192.168.100.1/24\"]\nmtu = {mtu}\n{nodes}")
+}
+
+#[test]
+fn nodes_in_the_config_file_reload_live_and_other_settings_need_a_restart() {
+    let Some(mut lab) = Lab::new("nodes_in_the_config_file_reload_live") else { return };
+    let config = lab.file("udptun.toml", &config_with_nodes(1400, &[1, 2]));
+    let full = lab.file("full.json", &common::hosts_doc(&[1, 2, 3]));
+    let h1 = lab.host("h1", "10.100.0.1/24");
+    let d1 = lab.udptun(&h1, &["--config", &config]);
+    let mut others = Vec::new();
+    for i in 2..=3u8 {
+        let ns = lab.host(&format!("h{i}"), &format!("10.100.0.{i}/24"));
+        lab.udptun(
+            &ns,
+            &["--hosts-file", &full, "-d", "udptun", "--address", &format!("192.168.100.{i}/24")],
+        );
+        others.push(ns);
+    }
+    lab.wait_device(&h1, "udptun");
+    lab.assert_ping(&h1, "192.168.100.2");
+    lab.assert_ping(&others[1], "192.168.100.2");
+    assert!(!lab.ping(&h1, "192.168.100.3"), "192.168.100.3 is not in h1's [nodes] yet");
+
+    // A node added, one removed and the MTU changed (the file replaced whole, as a config
+    // manager does): the peers change at once, the MTU only at a restart, which the log says.
+    let replace = |text: String| {
+        let staged = lab.file("udptun.toml.new", &text);
+        std::fs::rename(staged, &config).unwrap();
+    };
+    replace(config_with_nodes(1300, &[1, 3]));
+    lab.assert_ping(&h1, "192.168.100.3");
+    assert!(!lab.ping(&h1, "192.168.100.2"), "192.168.100.2 left h1's [nodes]");
+    let warning = format!("`mtu` changed in {config}: takes effect after a restart");
+    assert!(wait_until(Duration::from_secs(5), || lab.log(d1).contains(&warning)), "{}", lab.log(d1));
+    assert_eq!(lab.log(d1).matches("takes effect after a restart").count(), 1, "{}", lab.log(d1));
+    let link = lab.exec(&h1, &["ip", "link", "show", "udptun"]);
+    assert!(link.contains("mtu 1400"), "the MTU changes only at a restart: {link}");
+
+    // A broken edit: logged with its line and key, the old table stays.
+    replace(config_with_nodes(1300, &[1, 3]).replacen("port = 7777", "port = 77777", 1));
+    assert!(wait_until(Duration::from_secs(5), || lab.log(d1).contains("keeping the previous table")));
+    let error = format!("{config}: line 7 column 8: `192.168.100.1`: port must be 1-65535");
+    assert!(lab.log(d1).contains(&error), "{}", lab.log(d1));
+    lab.assert_ping(&h1, "192.168.100.3");
+
+    // An edit the watcher cannot see (same length, same inode, the old modification time put
+    // back): only SIGHUP applies it. The MTU is back as it was at start: no longer reported.
+    let modified = std::fs::metadata(&config).unwrap().modified().unwrap();
+    let back = config_with_nodes(1400, &[1, 2]).replacen("mtu = ", "mtu =  ", 1);
+    assert_eq!(back.len(), std::fs::metadata(&config).unwrap().len() as usize);
+    let mut file = std::fs::OpenOptions::new().write(true).open(&config).unwrap();
+    file.write_all(back.as_bytes()).unwrap();
+    file.set_modified(modified).unwrap();
+    drop(file);
+    thread::sleep(Duration::from_millis(2500)); // two rounds of the watcher
+    assert!(!lab.ping(&h1, "192.168.100.2"), "the watcher saw an edit it cannot see");
+    lab.wait_sighup_handler(&h1);
+    lab.signal(d1, libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || lab.log(d1).contains("SIGHUP: reloading")));
+    lab.assert_ping(&h1, "192.168.100.2");
+    assert!(!lab.ping(&h1, "192.168.100.3"), "192.168.100.3 left h1's [nodes]");
+    assert_eq!(lab.log(d1).matches("takes effect after a restart").count(), 1, "{}", lab.log(d1));
+}
+
 #[test]
 fn after_dropping_privileges_fetches_lookups_and_metrics_keep_working() {
     let Some(mut lab) = Lab::new("after_dropping_privileges_fetches_and_lookups") else { return };
