@@ -11,59 +11,37 @@ secs=${SOAK_SECS:-600}
 warmup=${SOAK_WARMUP:-30}
 udp_rate=${SOAK_UDP_RATE:-20M}
 write=${1:-}
-[ "$(id -u)" = 0 ] || { echo "soak.sh: needs root" >&2; exit 1; }
+. scripts/lab.sh
+lab_need_root soak.sh
 scripts/deps.sh bench
 
-cargo build --release --locked
+lab_build
 work=$(mktemp -d /tmp/udptun-soak.XXXXXX)
-cp target/release/udptun "$work/udptun"
-p=soak$$
-sw=$p-sw a=$p-a b=$p-b web=$p-web
+cp "$lab_bin" "$work/udptun"
+lab_bin=$work/udptun
+lab_init soak$$
+trap 'lab_cleanup; [ -n "${SOAK_KEEP:-}" ] && echo "logs kept in $work" >&2 || rm -rf "$work"' EXIT
 
-cleanup() {
-    for ns in "$a" "$b" "$web" "$sw"; do
-        pids=$(ip netns pids "$ns" 2>/dev/null || true)
-        [ -n "$pids" ] && kill $pids 2>/dev/null || true
-    done
-    sleep 0.5
-    for ns in "$a" "$b" "$web" "$sw"; do ip netns del "$ns" 2>/dev/null || true; done
-    [ -n "${SOAK_KEEP:-}" ] && echo "logs kept in $work" >&2 || rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$sw"
-ip -n "$sw" link add br0 type bridge && ip -n "$sw" link set br0 up
-n=0
-for ns in "$a" "$b" "$web"; do
-    n=$((n + 1))
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-    ip link add eth0 netns "$ns" type veth peer name "p$n" netns "$sw"
-    ip -n "$sw" link set "p$n" master br0 up
-done
-ip -n "$a" addr add 10.231.20.1/24 dev eth0 && ip -n "$a" link set eth0 up
-ip -n "$b" addr add 10.231.20.2/24 dev eth0 && ip -n "$b" link set eth0 up
-ip -n "$web" addr add 10.231.20.80/24 dev eth0 && ip -n "$web" link set eth0 up
+sw=$(lab_bridge sw)
+a=$(lab_ns a)
+b=$(lab_ns b)
+web=$(lab_ns web)
+lab_attach "$sw" "$a" 10.231.20.1/24
+lab_attach "$sw" "$b" 10.231.20.2/24
+lab_attach "$sw" "$web" 10.231.20.80/24
 
 mkdir "$work/www"
 echo '{ nodes : { "10.232.20.1" : { host : "10.231.20.1" }, "10.232.20.2" : { host : "10.231.20.2" } } }' > "$work/www/hosts.json"
 ip netns exec "$web" python3 -m http.server 8080 --bind 10.231.20.80 --directory "$work/www" >/dev/null 2>&1 &
 sleep 1
 url=http://10.231.20.80:8080/hosts.json
-ip netns exec "$a" "$work/udptun" --hosts-url "$url" --hosts-url-interval 1 -d udptun0 \
-    --address 10.232.20.1/24 --metrics-listen 127.0.0.1:9477 2> "$work/a.log" &
-ip netns exec "$b" "$work/udptun" --hosts-url "$url" --hosts-url-interval 1 -d udptun0 \
-    --address 10.232.20.2/24 --metrics-listen 127.0.0.1:9477 2> "$work/b.log" &
-for ns in "$a" "$b"; do
-    for _ in $(seq 100); do ip -n "$ns" link show udptun0 >/dev/null 2>&1 && break; sleep 0.1; done
-done
+lab_udptun "$a" --hosts-url "$url" --hosts-url-interval 1 -d udptun0 \
+    --address 10.232.20.1/24 --metrics-listen 127.0.0.1:9477 2> "$work/a.log"
+lab_udptun "$b" --hosts-url "$url" --hosts-url-interval 1 -d udptun0 \
+    --address 10.232.20.2/24 --metrics-listen 127.0.0.1:9477 2> "$work/b.log"
+for ns in "$a" "$b"; do lab_wait_device "$ns" udptun0; done
 ip netns exec "$a" ping -c 3 -i 0.2 -q 10.232.20.2 >/dev/null
 
-rss() { # NS -> VmRSS of its udptun in KiB
-    for pid in $(ip netns pids "$1"); do
-        if [ "$(cat /proc/$pid/comm)" = udptun ]; then awk '$1 == "VmRSS:" {print $2}' /proc/$pid/status; fi
-    done
-}
 metrics() { # NS -> the metrics page
     ip netns exec "$1" python3 -c 'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9477/metrics").read().decode())'
 }
@@ -79,11 +57,11 @@ udp=$!
 ip netns exec "$a" ping -i 0.1 -w "$secs" -q 10.232.20.2 > "$work/ping.txt" &
 ping=$!
 sleep "$warmup"
-rss_a0=$(rss "$a") rss_b0=$(rss "$b")
+rss_a0=$(lab_rss_kib VmRSS "$a") rss_b0=$(lab_rss_kib VmRSS "$b")
 metrics "$a" > "$work/a0.prom"; metrics "$b" > "$work/b0.prom"
 wait "$tcp" "$udp" || true
 wait "$ping" || true
-rss_a1=$(rss "$a") rss_b1=$(rss "$b")
+rss_a1=$(lab_rss_kib VmRSS "$a") rss_b1=$(lab_rss_kib VmRSS "$b")
 metrics "$a" > "$work/a1.prom"; metrics "$b" > "$work/b1.prom"
 
 report=$(python3 - "$work" "$secs" "$warmup" "$udp_rate" "$rss_a0" "$rss_a1" "$rss_b0" "$rss_b1" <<'PY'
