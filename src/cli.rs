@@ -399,6 +399,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads_with_its_overlay() {
+        let text = include_str!("../packaging/udptun.toml");
+        let args = config_to_args(text, "udptun.toml", &|_| false).unwrap();
+        let mut command = Cli::command().mut_group("peers", |g| g.required(false));
+        let cli = Cli::from_arg_matches(
+            &command.try_get_matches_from_mut(["udptun".into()].into_iter().chain(args)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!((cli.device.as_str(), cli.address.len()), ("udptun0", 1));
+        let nodes = config::parse(text).unwrap().nodes.unwrap();
+        let hosts: Vec<&str> = nodes.entries.iter().map(|e| e.host.as_str()).collect();
+        assert_eq!(hosts, ["vps1.example.org", "vps2.example.org", "203.0.113.7", "203.0.113.7"]);
+    }
+
+    #[test]
     fn intervals_take_fractions_and_refuse_nonsense() {
         let cli = parse(&["--hosts-url", "http://x/", "--hosts-url-interval", "0.5"]).unwrap();
         assert_eq!(cli.hosts_url_interval, Duration::from_millis(500));

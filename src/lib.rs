@@ -1,9 +1,9 @@
 //! udptun: IP packets over UDP in user space, in the Linux FOU direct wire format.
 //!
-//! The pure core (`packet`, `prefix`, `peers`, `hosts`, `keepalive`, `batch`) decides and does no I/O; the edges
-//! (`tun`, `udp`, `fetch`, `netlink`, `metrics`) do the I/O; `control` keeps the peer table
-//! current and `datapath` moves packets. The binary (`main.rs`) wires them together. See
-//! ARCHITECTURE.md.
+//! The pure core (`packet`, `prefix`, `peers`, `hosts`, `config`, `keepalive`, `batch`) decides
+//! and does no I/O; the edges (`tun`, `udp`, `fetch`, `netlink`, `metrics`) do the I/O;
+//! `control` keeps the peer table current and `datapath` moves packets. The binary (`main.rs`)
+//! wires them together. See ARCHITECTURE.md.
 
 pub mod batch;
 pub mod cli;
