@@ -1,8 +1,7 @@
 //! The control plane: turns the configured peer source (one remote, a hosts file, the config
 //! file's `[nodes]`, a hosts URL) into a [`PeerTable`] and keeps it current: reloads on SIGHUP
-//! and when the file changes,
-//! refetches the URL and re-resolves host names. Each new table is published whole; a source
-//! that fails once running leaves the last good table in force. Keepalives run on a thread of
+//! and when the file changes, refetches the URL and re-resolves host names. Each new table is
+//! published whole; a source that fails once running leaves the last good table in force. Keepalives run on a thread of
 //! their own and name lookups on a pool, so that nothing slow here delays what has a deadline.
 
 use std::collections::HashMap;
@@ -735,6 +734,27 @@ mod tests {
         assert_eq!(results.len(), 2, "one result per name, none for the literal");
         assert!(results[&("localhost", 9)].as_ref().is_ok_and(|a| a.ip().is_loopback()));
         assert!(results[&("no-such-host.invalid", 9)].is_err());
+    }
+
+    #[test]
+    fn a_config_reloads_only_whole_with_its_nodes() {
+        let dir = std::env::temp_dir().join(format!("udptun-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("udptun.toml");
+        let origin = path.display().to_string();
+        let node = "[nodes.\"10.0.0.2\"]\nhost = \"192.0.2.2\"\n";
+        std::fs::write(&path, format!("mtu = 1400\n{node}")).unwrap();
+        let (entries, settings) = read_config(&path).unwrap();
+        assert_eq!((entries.len(), entries[0].port), (1, 7777));
+        assert_eq!(settings.get("mtu").and_then(toml::Value::as_integer), Some(1400));
+        // A setting the next start would refuse, and a file without [nodes], are broken edits.
+        std::fs::write(&path, format!("mtu = 70000\n{node}")).unwrap();
+        let error = read_config(&path).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("{origin}: line 1: `mtu`: invalid value")), "{error}");
+        std::fs::write(&path, "mtu = 1400\n").unwrap();
+        let error = read_config(&path).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("{origin}: no `[nodes]` tables any more")), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
