@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry::{Occupied, Vacant};
 use std::fmt;
 
 use jsonc_parser::errors::{ParseError as SyntaxError, ParseErrorKind};
@@ -181,11 +182,13 @@ impl<'a> EntryRules<'a> {
     /// The prefix a node's `key` names: an IP address or prefix that no earlier key named.
     pub fn prefix(&mut self, key: Cow<'a, str>) -> Result<Prefix, String> {
         let prefix: Prefix = key.parse()?;
-        if let Some(first) = self.seen.get(&prefix) {
-            return Err(format!("`{key}` is listed twice (first as `{first}`)"));
+        match self.seen.entry(prefix) {
+            Occupied(first) => Err(format!("`{key}` is listed twice (first as `{}`)", first.get())),
+            Vacant(slot) => {
+                slot.insert(key);
+                Ok(prefix)
+            }
         }
-        self.seen.insert(prefix, key);
-        Ok(prefix)
     }
 
     /// The `host` of node `key`, given as `text` (`None`: not a string).
