@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Measurements of udptun alone that peers.sh does not make: scaling with --threads over two
-# parallel TCP streams, the plain path (--no-offload), and resident memory idle and at peak.
+# parallel TCP streams, the plain path (--no-offload), resident memory idle and at peak, and how
+# long `udptun show` takes with 100,000 peers.
 # Two namespaces on a veth pair, as peers.sh does. Usage: extra.sh UDPTUN_BINARY OUT.json
 set -euo pipefail
 bin=$1 out=$2
@@ -34,14 +35,39 @@ measure() { # LABEL STREAMS UDPTUN-ARGS...
         "$label" "$gbps" "$(awk "BEGIN {print $idle / 1024}")" "$(awk "BEGIN {print $peak / 1024}")"
 }
 
+show_ms() { # -> {"json": MS, "text": MS}: the median of 5 runs of `udptun show` with 100,000 peers
+    local ns hosts
+    ns=$(lab_ns show)
+    hosts=$(mktemp /tmp/udptun-show-hosts.XXXXXX)
+    python3 -c 'print("{\"nodes\": {" + ",".join(f"\"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}\": {{\"host\": \"100.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}\"}}" for i in range(1, 100001)) + "}}")' > "$hosts"
+    lab_udptun "$ns" --hosts-file "$hosts" -d udptun0 2>/dev/null
+    lab_wait_device "$ns" udptun0
+    for _ in $(seq 100); do ip netns exec "$ns" "$bin" show udptun0 --json >/dev/null 2>&1 && break; sleep 0.1; done
+    python3 - "$ns" "$bin" <<'PY'
+import statistics, subprocess, sys, time
+ns, udptun = sys.argv[1:]
+def median_ms(*args):
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run(["ip", "netns", "exec", ns, udptun, "show", "udptun0", *args], stdout=subprocess.DEVNULL, check=True)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+print(f'{{"json": {median_ms("--json"):.0f}, "text": {median_ms():.0f}}}')
+PY
+    rm -f "$hosts"
+    lab_cleanup
+}
+
 rows=()
 rows+=("$(measure "1 stream, --threads 1" 1 --threads 1)")
 rows+=("$(measure "2 streams, --threads 1" 2 --threads 1)")
 rows+=("$(measure "2 streams, --threads 2" 2 --threads 2)")
 rows+=("$(measure "1 stream, --no-offload --threads 1" 1 --no-offload --threads 1)")
+show=$(show_ms)
 cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 {
-    printf '{"date": "%s", "cpu_model": "%s", "rows": [' "$(date -u +%Y-%m-%d)" "$cpu_model"
+    printf '{"date": "%s", "cpu_model": "%s", "show_ms": %s, "rows": [' "$(date -u +%Y-%m-%d)" "$cpu_model" "$show"
     (IFS=,; printf '%s' "${rows[*]}")
     printf ']}\n'
 } > "$out"
