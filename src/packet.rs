@@ -14,7 +14,18 @@ const ICMP_HEADER_LEN: usize = 8;
 /// RFC 4443 §2.4(c): an ICMPv6 error must not exceed the minimum IPv6 MTU.
 const IPV6_MIN_MTU: usize = 1280;
 const PROTO_ICMP: u8 = 1;
+const PROTO_TCP: u8 = 6;
 const PROTO_ICMPV6: u8 = 58;
+/// Length of a TCP header without options.
+const TCP_HEADER_LEN: usize = 20;
+/// The SYN bit in the TCP flags byte (offset 13).
+const TCP_SYN: u8 = 0x02;
+/// TCP option kinds (RFC 9293 §3.1): end of list, no-operation, maximum segment size.
+const TCP_OPTION_END: u8 = 0;
+const TCP_OPTION_NOP: u8 = 1;
+const TCP_OPTION_MSS: u8 = 2;
+/// Length of the MSS option: kind, length, a 16-bit value.
+const TCP_OPTION_MSS_LEN: usize = 4;
 /// IPv6 extension headers walked to find the upper-layer protocol (RFC 8200 §4, RFC 4302).
 const HOP_BY_HOP: u8 = 0;
 const ROUTING: u8 = 43;
@@ -216,9 +227,10 @@ fn is_unicast_v4(addr: Ipv4Addr) -> bool {
 }
 
 /// Follows the extension header chain of an IPv6 packet (whose fixed header is all there) to
-/// the upper-layer header: returns its protocol and offset, or `None` when no error may answer
-/// the packet: a non-first fragment, a chain that runs past the packet, or one longer than
-/// [`MAX_EXTENSION_HEADERS`]. Every read is bounds-checked.
+/// the upper-layer header: returns its protocol and offset, or `None` when there is no
+/// upper-layer header to read: a non-first fragment, a chain that runs past the packet, or one
+/// longer than [`MAX_EXTENSION_HEADERS`] (no error answers those, and no MSS is clamped in
+/// them). Every read is bounds-checked.
 fn upper_layer_v6(packet: &[u8]) -> Option<(u8, usize)> {
     let mut protocol = packet[6];
     let mut offset = IPV6_HEADER_LEN;
@@ -283,6 +295,94 @@ fn unreachable_v6(original: &[u8], out: &mut [u8], allow: impl FnOnce() -> bool)
     let pseudo = sum_words(&ip[8..40]) + (icmp_len as u32) + u32::from(PROTO_ICMPV6) + sum_words(icmp);
     icmp[2..4].copy_from_slice(&fold(pseudo).to_be_bytes());
     Some(total)
+}
+
+/// Lowers the MSS option of a TCP SYN or SYN-ACK in `packet` (IPv4, or IPv6 behind up to
+/// [`MAX_EXTENSION_HEADERS`] extension headers) to what fits a tunnel of `mtu` bytes:
+/// `mtu - 40` for IPv4, `mtu - 60` for IPv6 (the fixed headers, IPv6's being longer). Then
+/// neither end sends a segment too big for the tunnel, even where the ICMP "fragmentation
+/// needed" that would tell it so is filtered (an MTU black hole). The TCP checksum is updated
+/// incrementally (RFC 1624); nothing else changes, so the packet stays what the FOU direct
+/// format carries.
+///
+/// Returns whether the packet changed. Everything else is left as it is: packets that are not
+/// a TCP SYN (told with a few byte compares, since every packet is asked), IPv4 fragments after
+/// the first, an MSS already low enough, and malformed options (a length below 2 or past the
+/// header, an MSS option not 4 bytes long). Every MSS option is lowered, since a receiver may
+/// take any of them.
+pub fn clamp_mss(packet: &mut [u8], mtu: u16) -> bool {
+    let (tcp, fixed_headers) = match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            if packet.len() < IPV4_HEADER_LEN || packet[9] != PROTO_TCP || read_u16(packet, 6) & 0x1fff != 0 {
+                return false;
+            }
+            let header_len = usize::from(packet[0] & 0x0f) * 4;
+            if header_len < IPV4_HEADER_LEN {
+                return false;
+            }
+            (header_len, IPV4_HEADER_LEN + TCP_HEADER_LEN)
+        }
+        Some(6) if packet.len() >= IPV6_HEADER_LEN => match upper_layer_v6(packet) {
+            Some((PROTO_TCP, offset)) => (offset, IPV6_HEADER_LEN + TCP_HEADER_LEN),
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let Some(segment) = packet.get_mut(tcp..) else { return false };
+    if segment.len() < TCP_HEADER_LEN || segment[13] & TCP_SYN == 0 {
+        return false;
+    }
+    let data_offset = usize::from(segment[12] >> 4) * 4;
+    let Some(header) = segment.get_mut(..data_offset.max(TCP_HEADER_LEN)) else { return false };
+    let (fixed, options) = header.split_at_mut(TCP_HEADER_LEN);
+    let limit = mtu.saturating_sub(fixed_headers as u16);
+    let mut too_high = false;
+    if !mss_options(options, |_, value| too_high |= u16::from_be_bytes(*value) > limit) || !too_high {
+        return false;
+    }
+    let mut sum = u32::from(!read_u16(fixed, 16));
+    mss_options(options, |at, value| {
+        let old = u16::from_be_bytes(*value);
+        if old > limit {
+            *value = limit.to_be_bytes();
+            // RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'). The options start at an even offset of the
+            // segment; a value at an odd one straddles two checksum words, where its bytes
+            // count swapped (RFC 1071 §2(B): the sum is byte-order independent).
+            let (old, new) = if at % 2 == 0 { (old, limit) } else { (old.swap_bytes(), limit.swap_bytes()) };
+            sum += u32::from(!old) + u32::from(new);
+        }
+    });
+    fixed[16..18].copy_from_slice(&fold(sum).to_be_bytes());
+    true
+}
+
+/// Walks the options of a TCP header (RFC 9293 §3.1), calling `on_mss` with the offset and the
+/// value of each MSS option. Returns `false`, having stopped there, at a malformed option.
+fn mss_options(options: &mut [u8], mut on_mss: impl FnMut(usize, &mut [u8; 2])) -> bool {
+    let mut at = 0;
+    while let Some(&kind) = options.get(at) {
+        match kind {
+            TCP_OPTION_END => break,
+            TCP_OPTION_NOP => at += 1,
+            _ => {
+                let Some(&len) = options.get(at + 1) else { return false };
+                let len = usize::from(len);
+                if len < 2
+                    || at + len > options.len()
+                    || (kind == TCP_OPTION_MSS && len != TCP_OPTION_MSS_LEN)
+                {
+                    return false;
+                }
+                if kind == TCP_OPTION_MSS
+                    && let Some(value) = options[at + 2..at + len].first_chunk_mut::<2>()
+                {
+                    on_mss(at + 2, value);
+                }
+                at += len;
+            }
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -682,5 +782,296 @@ pub(crate) mod tests {
         }
         let never = || -> bool { panic!("asked though the error does not fit") };
         assert_eq!(unreachable_limited(&echo, &mut out[..40], never), None);
+    }
+
+    const SYN: u8 = TCP_SYN;
+    const SYN_ACK: u8 = TCP_SYN | ACK;
+    const ACK: u8 = 0x10;
+
+    /// The options Linux puts on a SYN: MSS 1460, SACK permitted, timestamps, NOP, window scale.
+    const LINUX_OPTIONS: [u8; 20] = [2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 1, 2, 3, 0, 0, 0, 0, 1, 3, 3, 7];
+
+    /// An MSS option with `mss`.
+    fn mss_option(mss: u16) -> Vec<u8> {
+        [&[TCP_OPTION_MSS, 4][..], &mss.to_be_bytes()].concat()
+    }
+
+    /// A TCP segment 40000 -> 443 with `flags`, `options` (padded with end-of-list to a multiple
+    /// of 4) and 7 bytes of data (an odd length, as the checksum must handle); checksum zero.
+    fn tcp_segment(flags: u8, options: &[u8]) -> Vec<u8> {
+        let mut options = options.to_vec();
+        options.resize(options.len().next_multiple_of(4), TCP_OPTION_END);
+        let data_offset = ((TCP_HEADER_LEN + options.len()) / 4) as u8;
+        let mut segment = vec![0x9c, 0x40, 0x01, 0xbb, 0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0];
+        segment.extend_from_slice(&[data_offset << 4, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+        segment.extend_from_slice(&options);
+        segment.extend_from_slice(b"payload");
+        segment
+    }
+
+    /// The TCP checksum of the segment at `tcp` (to the end of `packet`) and its pseudo-header,
+    /// computed afresh: 0 when the checksum field is right.
+    fn tcp_checksum(packet: &[u8], tcp: usize) -> u16 {
+        let length = packet.len() - tcp;
+        let pseudo = match packet[0] >> 4 {
+            4 => [&packet[12..20], &[0, PROTO_TCP], &(length as u16).to_be_bytes()].concat(),
+            _ => [&packet[8..40], &(length as u32).to_be_bytes(), &[0, 0, 0, PROTO_TCP]].concat(),
+        };
+        naive_checksum(&[&pseudo, &packet[tcp..]].concat())
+    }
+
+    /// `packet` with the TCP checksum of its segment at `tcp` set.
+    fn with_tcp_checksum(mut packet: Vec<u8>, tcp: usize) -> Vec<u8> {
+        packet[tcp + 16..tcp + 18].copy_from_slice(&[0, 0]);
+        let sum = tcp_checksum(&packet, tcp);
+        packet[tcp + 16..tcp + 18].copy_from_slice(&sum.to_be_bytes());
+        packet
+    }
+
+    /// An IPv4 packet 10.0.0.1 -> 10.0.0.2 with `ip_options` carrying `segment` as TCP, both
+    /// checksums set. Returns it and the offset of the segment.
+    fn tcp_v4(ip_options: &[u8], segment: &[u8]) -> (Vec<u8>, usize) {
+        let mut p = echo_request_v4([10, 0, 0, 1], [10, 0, 0, 2])[..IPV4_HEADER_LEN].to_vec();
+        p.extend_from_slice(ip_options);
+        let tcp = p.len();
+        p[0] = 0x40 | (tcp / 4) as u8;
+        p[9] = PROTO_TCP;
+        p[2..4].copy_from_slice(&((tcp + segment.len()) as u16).to_be_bytes());
+        p[10..12].copy_from_slice(&[0, 0]);
+        let sum = checksum(&p);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p.extend_from_slice(segment);
+        (with_tcp_checksum(p, tcp), tcp)
+    }
+
+    /// An IPv6 packet fd00::1 -> fd00::9 behind `chain` carrying `segment` as TCP, checksum set.
+    fn tcp_v6(chain: &[(u8, Vec<u8>)], segment: &[u8]) -> (Vec<u8>, usize) {
+        let p = v6_with_chain(chain, PROTO_TCP, segment);
+        let tcp = p.len() - segment.len();
+        (with_tcp_checksum(p, tcp), tcp)
+    }
+
+    /// Clamps a copy of `packet` for a tunnel of `mtu` bytes: whether it changed, and the copy.
+    fn clamped(packet: &[u8], mtu: u16) -> (bool, Vec<u8>) {
+        let mut copy = packet.to_vec();
+        (clamp_mss(&mut copy, mtu), copy)
+    }
+
+    /// Asserts that `after` is `before` with the MSS values at `values` set to `mss`, the TCP
+    /// checksum (at `tcp`) changed to what a computation afresh finds, and nothing else changed.
+    fn assert_lowered(before: &[u8], after: &[u8], tcp: usize, values: &[usize], mss: u16) {
+        assert_eq!(tcp_checksum(before, tcp), 0, "the test packet's checksum is right");
+        assert_eq!(tcp_checksum(after, tcp), 0, "the checksum is right after clamping");
+        for &at in values {
+            assert_eq!(read_u16(after, at), mss, "the MSS at {at}");
+        }
+        let allowed: Vec<usize> =
+            values.iter().flat_map(|&at| [at, at + 1]).chain([tcp + 16, tcp + 17]).collect();
+        let changed: Vec<usize> = (0..before.len()).filter(|&i| before[i] != after[i]).collect();
+        assert!(changed.iter().all(|i| allowed.contains(i)), "changed {changed:?}, may change {allowed:?}");
+        assert_eq!(before.len(), after.len());
+    }
+
+    #[test]
+    fn clamp_mss_lowers_syns_and_syn_acks_over_ipv4() {
+        for flags in [SYN, SYN_ACK] {
+            let (syn, tcp) = tcp_v4(&[], &tcp_segment(flags, &LINUX_OPTIONS));
+            for (mtu, mss) in [(1472, 1432), (1400, 1360), (576, 536)] {
+                let (changed, after) = clamped(&syn, mtu);
+                assert!(changed, "flags {flags:#x}, mtu {mtu}");
+                assert_lowered(&syn, &after, tcp, &[tcp + 22], mss);
+                assert_eq!(check(&after), Ok(4), "the IP header is untouched");
+            }
+        }
+    }
+
+    #[test]
+    fn clamp_mss_leaves_an_mss_that_fits_and_a_syn_without_one() {
+        for mss in [536, 1432] {
+            let options = [&mss_option(mss)[..], &LINUX_OPTIONS[4..]].concat();
+            let (syn, _) = tcp_v4(&[], &tcp_segment(SYN, &options));
+            assert_eq!(clamped(&syn, 1472), (false, syn.clone()), "MSS {mss}");
+        }
+        let (no_mss, _) = tcp_v4(&[], &tcp_segment(SYN, &LINUX_OPTIONS[4..]));
+        assert_eq!(clamped(&no_mss, 1472), (false, no_mss.clone()));
+        let (no_options, _) = tcp_v4(&[], &tcp_segment(SYN, &[]));
+        assert_eq!(clamped(&no_options, 1472), (false, no_options.clone()));
+    }
+
+    #[test]
+    fn clamp_mss_updates_the_checksum_at_either_alignment_and_any_value() {
+        // NOPs before the MSS put its value at odd and even offsets; options after it as well.
+        for nops in 0..4 {
+            for mss in [1433, 9000, 0x8000, 0xffff] {
+                for flags in [SYN, SYN_ACK] {
+                    let options =
+                        [&vec![TCP_OPTION_NOP; nops][..], &mss_option(mss), &LINUX_OPTIONS[4..]].concat();
+                    let (syn, tcp) = tcp_v4(&[], &tcp_segment(flags, &options));
+                    let (changed, after) = clamped(&syn, 1472);
+                    assert!(changed, "{nops} NOPs, MSS {mss}");
+                    assert_lowered(&syn, &after, tcp, &[tcp + 20 + nops + 2], 1432);
+                }
+            }
+        }
+        // The MSS last, after timestamps and window scale.
+        let options = [&LINUX_OPTIONS[4..], &[TCP_OPTION_NOP][..], &mss_option(1460)].concat();
+        let (syn, tcp) = tcp_v4(&[], &tcp_segment(SYN, &options));
+        let (changed, after) = clamped(&syn, 1472);
+        assert!(changed);
+        assert_lowered(&syn, &after, tcp, &[tcp + 20 + 16 + 1 + 2], 1432);
+    }
+
+    #[test]
+    fn clamp_mss_lowers_every_mss_option() {
+        let options = [mss_option(1460), vec![TCP_OPTION_NOP], mss_option(1500)].concat();
+        let (syn, tcp) = tcp_v4(&[], &tcp_segment(SYN, &options));
+        let (changed, after) = clamped(&syn, 1472);
+        assert!(changed);
+        assert_lowered(&syn, &after, tcp, &[tcp + 22, tcp + 27], 1432);
+    }
+
+    #[test]
+    fn clamp_mss_finds_tcp_behind_ipv4_options() {
+        let (syn, tcp) = tcp_v4(&[TCP_OPTION_NOP, 1, 1, 0], &tcp_segment(SYN, &LINUX_OPTIONS));
+        assert_eq!(tcp, 24);
+        let (changed, after) = clamped(&syn, 1472);
+        assert!(changed);
+        assert_lowered(&syn, &after, tcp, &[tcp + 22], 1432);
+    }
+
+    #[test]
+    fn clamp_mss_touches_no_other_packet() {
+        let (syn, _) = tcp_v4(&[], &tcp_segment(SYN, &LINUX_OPTIONS));
+        let mut others = Vec::new();
+        for flags in [ACK, 0, !TCP_SYN] {
+            others.push(tcp_v4(&[], &tcp_segment(flags, &LINUX_OPTIONS)).0);
+        }
+        let mut udp = syn.clone();
+        udp[9] = 17;
+        let mut later_fragment = syn.clone();
+        later_fragment[6..8].copy_from_slice(&[0x20, 0x01]); // more fragments, offset 8 bytes
+        let mut short_ihl = syn.clone();
+        short_ihl[0] = 0x44;
+        let mut short_data_offset = syn.clone();
+        short_data_offset[20 + 12] = 0x40; // 16 bytes: no room for options
+        let mut long_data_offset = syn.clone();
+        long_data_offset[20 + 12] = 0xf0; // 60 bytes: past the packet
+        let mut version_5 = syn.clone();
+        version_5[0] = 0x55;
+        others.extend([udp, later_fragment, short_ihl, short_data_offset, long_data_offset, version_5]);
+        for packet in &others {
+            assert_eq!(clamped(packet, 1472), (false, packet.clone()), "{packet:02x?}");
+        }
+        // The first fragment holds the TCP header: it is clamped.
+        let mut first_fragment = syn.clone();
+        first_fragment[6..8].copy_from_slice(&[0x20, 0x00]);
+        assert!(clamped(&first_fragment, 1472).0);
+    }
+
+    #[test]
+    fn clamp_mss_leaves_malformed_options_alone() {
+        let mss = mss_option(1460);
+        let timestamps = &LINUX_OPTIONS[6..16];
+        for options in [
+            [&mss[..], &[8, 0]].concat(),                // a length of 0 after the MSS
+            [&[8, 1][..], &mss].concat(),                // a length of 1 before it
+            vec![2, 3, 0x05, 0xb4],                      // an MSS option 3 bytes long
+            vec![2, 5, 0x05, 0xb4, 0],                   // and 5
+            [&mss[..], timestamps, &[3, 9, 7]].concat(), // window scale past the header
+            [&mss[..], &[1, 1, 1, 8]].concat(),          // a kind with no length byte
+        ] {
+            let (syn, _) = tcp_v4(&[], &tcp_segment(SYN, &options));
+            assert_eq!(clamped(&syn, 1472), (false, syn.clone()), "options {options:?}");
+        }
+        // What follows the end of the list is no option.
+        let (after_end, _) = tcp_v4(&[], &tcp_segment(SYN, &[&[0, 0, 0, 0][..], &mss].concat()));
+        assert_eq!(clamped(&after_end, 1472), (false, after_end.clone()));
+    }
+
+    #[test]
+    fn clamp_mss_changes_a_cut_packet_only_when_its_tcp_header_is_whole() {
+        let (syn, tcp) = tcp_v4(&[], &tcp_segment(SYN, &LINUX_OPTIONS));
+        let (v6, tcp_v6) = tcp_v6(&every_extension(), &tcp_segment(SYN, &LINUX_OPTIONS));
+        for (packet, tcp) in [(syn, tcp), (v6, tcp_v6)] {
+            for cut in 0..=packet.len() {
+                let (changed, after) = clamped(&packet[..cut], 1280);
+                assert_eq!(changed, cut >= tcp + 20 + LINUX_OPTIONS.len(), "cut at {cut}");
+                assert_eq!(changed, after != packet[..cut]);
+            }
+        }
+    }
+
+    #[test]
+    fn clamp_mss_lowers_ipv6_syns_to_mtu_minus_60_behind_extension_headers() {
+        let mut chains: Vec<Vec<(u8, Vec<u8>)>> = every_extension().into_iter().map(|h| vec![h]).collect();
+        chains.push(vec![]);
+        chains.push(every_extension());
+        let options = [&mss_option(1440)[..], &LINUX_OPTIONS[4..]].concat();
+        for chain in &chains {
+            let kinds: Vec<u8> = chain.iter().map(|(kind, _)| *kind).collect();
+            let (syn, tcp) = tcp_v6(chain, &tcp_segment(SYN, &options));
+            let (changed, after) = clamped(&syn, 1452);
+            assert!(changed, "behind {kinds:?}");
+            assert_lowered(&syn, &after, tcp, &[tcp + 22], 1392);
+            assert_eq!(check(&after), Ok(6));
+            assert_eq!(clamped(&syn, 1500), (false, syn.clone()), "1440 fits 1500, behind {kinds:?}");
+        }
+        // No TCP header to read: a later fragment, or a chain too long.
+        let (later_fragment, _) = tcp_v6(&[fragment(1, false)], &tcp_segment(SYN, &options));
+        assert_eq!(clamped(&later_fragment, 1452), (false, later_fragment.clone()));
+        let nine = vec![extension(DESTINATION_OPTIONS, 0, 8); 9];
+        let (too_long, _) = tcp_v6(&nine, &tcp_segment(SYN, &options));
+        assert_eq!(clamped(&too_long, 1452), (false, too_long.clone()));
+        let eight = vec![extension(DESTINATION_OPTIONS, 0, 8); 8];
+        assert!(clamped(&tcp_v6(&eight, &tcp_segment(SYN, &options)).0, 1452).0);
+    }
+
+    /// One TCP option: the common ones, an MSS of any value, or any bytes (malformed options).
+    fn tcp_option() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(vec![TCP_OPTION_NOP]),
+            Just(vec![TCP_OPTION_END]),
+            any::<u16>().prop_map(mss_option),
+            Just(LINUX_OPTIONS[4..6].to_vec()),
+            Just(LINUX_OPTIONS[6..16].to_vec()),
+            Just(LINUX_OPTIONS[17..20].to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..6),
+        ]
+    }
+
+    proptest::proptest! {
+        /// SYNs with options in any order and number, malformed ones, bytes of the TCP header
+        /// overwritten, checksums right or wrong: clamping changes the packet only where it
+        /// says, keeps a right checksum right, and keeps the sum of the whole packet.
+        #[test]
+        fn clamp_mss_keeps_a_right_checksum_right(
+            v6 in proptest::bool::ANY,
+            chain in proptest::sample::subsequence(every_extension(), 0..=6),
+            flags in proptest::num::u8::ANY,
+            options in proptest::collection::vec(tcp_option(), 0..8),
+            overwrite in proptest::collection::vec((0..60usize, proptest::num::u8::ANY), 0..3),
+            mtu in 576u16..=9000,
+        ) {
+            let mut options = options.concat();
+            options.truncate(40);
+            let segment = tcp_segment(flags, &options);
+            let (mut packet, tcp) = if v6 { tcp_v6(&chain, &segment) } else { tcp_v4(&[], &segment) };
+            for (at, byte) in overwrite {
+                if let Some(b) = packet.get_mut(tcp + at) {
+                    *b = byte;
+                }
+            }
+            let (changed, after) = clamped(&packet, mtu);
+            proptest::prop_assert_eq!(changed, after != packet);
+            proptest::prop_assert_eq!(checksum(&after), checksum(&packet));
+            if tcp_checksum(&packet, tcp) == 0 {
+                proptest::prop_assert_eq!(tcp_checksum(&after, tcp), 0);
+            }
+            if changed {
+                proptest::prop_assert!(after[tcp + 13] & TCP_SYN != 0);
+                proptest::prop_assert!(!clamped(&after, mtu).0, "clamping twice changes nothing more");
+            }
+        }
     }
 }
