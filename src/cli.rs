@@ -88,6 +88,12 @@ pub struct Cli {
     #[arg(long, value_name = "CIDR")]
     pub route: Vec<Prefix>,
 
+    /// Leave the MSS of TCP SYNs alone. By default a SYN crossing the tunnel (either way) has its
+    /// MSS lowered to fit the MTU (MTU - 40 for IPv4, MTU - 60 for IPv6), so TCP works even where
+    /// the ICMP errors that tell senders of a smaller path MTU are filtered.
+    #[arg(long)]
+    pub no_clamp_mss: bool,
+
     /// Accept packets from any outer source address. By default a datagram is accepted only
     /// from the real address the table maps the packet's inner source address to.
     #[arg(long)]

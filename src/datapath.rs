@@ -73,6 +73,9 @@ pub struct Options {
     pub roaming: Roaming,
     /// The shared key that authenticates keepalives (`--key`).
     pub key: Option<Key>,
+    /// The device MTU that the MSS of TCP SYNs crossing the tunnel (either way) is lowered to
+    /// fit, or `None` with `--no-clamp-mss`.
+    pub clamp_mss: Option<u16>,
 }
 
 /// Starts one thread per queue. A thread that hits an unrecoverable error (the TUN device
@@ -260,13 +263,14 @@ impl Outbound {
         datagrams.clear();
         peers.clear();
         failed.clear();
-        let (mut unreachable, mut ignored, mut suppressed) = (0, 0, 0);
+        let (mut unreachable, mut ignored, mut suppressed, mut clamped) = (0, 0, 0, 0);
         // Read once per batch, and only if an error is due.
         let mut now_ns = None;
-        for (packet, &size) in self.packets.iter().zip(&self.sizes[..filled]) {
-            let packet = &packet[..size];
+        for (packet, &size) in self.packets.iter_mut().zip(&self.sizes[..filled]) {
+            let packet = &mut packet[..size];
             match table.route(packet) {
                 Verdict::Send(to, peer) => {
+                    clamped += clamp_mss(packet, options);
                     datagrams.push((udp::to_socket_family(to, options.socket_is_v6), size));
                     peers.push(peer);
                     payloads.push(IoSlice::new(packet));
@@ -293,6 +297,7 @@ impl Outbound {
         shared.stats.drop(DropReason::NoMapping, unreachable);
         shared.stats.drop(DropReason::Ignored, ignored);
         add(&shared.stats.icmp_errors_suppressed, suppressed);
+        add(&shared.stats.mss_clamped, clamped);
 
         self.sender.send(&queue.socket, datagrams, &payloads, &mut |failure| {
             failed.push(failure.index);
@@ -365,7 +370,7 @@ impl Inbound {
         let (mut malformed, mut write_failures, mut unattributed, mut unattributed_bytes) = (0, 0, 0, 0);
         let mut per_peer = PerPeer::default();
         let count_received = |traffic: &Traffic, packets, bytes| traffic.add_received(packets, bytes, now);
-        let (mut keepalives, mut spoofed, mut roaming_refused) = (0u64, 0u64, 0u64);
+        let (mut keepalives, mut spoofed, mut roaming_refused, mut clamped) = (0u64, 0u64, 0u64, 0u64);
         let mut used = 0;
         for (source, datagram) in self.receiver.datagrams() {
             if datagram.is_empty() {
@@ -404,6 +409,7 @@ impl Inbound {
                         (unattributed + 1, unattributed_bytes + datagram.len() as u64)
                 }
             }
+            clamped += clamp_mss(datagram, options);
             if options.tun_offload {
                 // The GRO table needs each packet in its own buffer after a virtio header.
                 if used == self.pending.len() {
@@ -432,6 +438,7 @@ impl Inbound {
         let (packets, bytes) = per_peer.finish(&table, count_received);
         add(&shared.stats.received_packets, packets + unattributed);
         add(&shared.stats.received_bytes, bytes + unattributed_bytes);
+        add(&shared.stats.mss_clamped, clamped);
         Ok(true)
     }
 }
@@ -482,6 +489,11 @@ impl PerPeer {
         }
         (self.packets, self.bytes)
     }
+}
+
+/// Lowers the MSS of a TCP SYN to fit the tunnel unless `--no-clamp-mss`; 1 if it did, else 0.
+fn clamp_mss(packet: &mut [u8], options: Options) -> u64 {
+    options.clamp_mss.is_some_and(|mtu| packet::clamp_mss(packet, mtu)).into()
 }
 
 /// Writes `packets` (each behind a virtio-net header) to the TUN, coalescing TCP and UDP

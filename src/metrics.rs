@@ -128,6 +128,12 @@ impl Collector for StatsCollector {
         )?;
         plain_counter(
             &mut encoder,
+            "udptun_mss_clamped",
+            "TCP SYNs whose MSS was lowered to fit the tunnel, in either direction.",
+            load(&stats.mss_clamped),
+        )?;
+        plain_counter(
+            &mut encoder,
             "udptun_hosts_loads",
             "Peer tables published after the first.",
             load(&stats.tables_loaded),

@@ -143,6 +143,8 @@ pub struct Stats {
     /// ICMP errors not sent about unmapped destinations because the rate limit held them back
     /// (their packets count as `no_mapping` drops all the same).
     pub icmp_errors_suppressed: AtomicU64,
+    /// TCP SYNs whose MSS was lowered to fit the tunnel, in either direction.
+    pub mss_clamped: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 

@@ -402,12 +402,23 @@ impl Receiver {
         Ok(count)
     }
 
-    /// Iterates over the datagrams of the last receive: (source, payload).
-    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.received.iter().flat_map(move |r| {
-            let bytes = &self.buffers[r.buffer][..r.len];
-            split_gro(r.len, r.stride).map(move |range| (r.source, &bytes[range]))
-        })
+    /// Iterates over the datagrams of the last receive: (source, payload). The payloads are
+    /// mutable, so that packets can be changed where they lie (MSS clamping) before they go on.
+    pub fn datagrams(&mut self) -> impl Iterator<Item = (SocketAddr, &mut [u8])> {
+        // `received` is in buffer order and names each buffer at most once.
+        let mut received = self.received.iter().peekable();
+        self.buffers
+            .iter_mut()
+            .enumerate()
+            .filter_map(move |(i, buffer)| Some((received.next_if(|r| r.buffer == i)?, buffer)))
+            .flat_map(|(r, buffer)| {
+                let mut rest = &mut buffer[..r.len];
+                split_gro(r.len, r.stride).map(move |range| {
+                    let (datagram, after) = std::mem::take(&mut rest).split_at_mut(range.len());
+                    rest = after;
+                    (r.source, datagram)
+                })
+            })
     }
 }
 
