@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -711,16 +711,47 @@ impl Stream {
 /// tunnel; the receiver compares every byte with the stream it expects. Returns the bytes
 /// that arrived intact.
 pub fn transfer(server_ns: &str, client_ns: &str, server_addr: &'static str, total: u64) -> u64 {
+    checked_transfer(server_ns, client_ns, server_addr, total, None)
+}
+
+/// [`transfer`], given up once no byte has moved for `stall` (the path swallows the
+/// segments): returns the bytes that arrived intact by then.
+pub fn transfer_unless_stalled(
+    server_ns: &str,
+    client_ns: &str,
+    server_addr: &'static str,
+    total: u64,
+    stall: Duration,
+) -> u64 {
+    checked_transfer(server_ns, client_ns, server_addr, total, Some(stall))
+}
+
+fn checked_transfer(
+    server_ns: &str,
+    client_ns: &str,
+    server_addr: &'static str,
+    total: u64,
+    stall: Option<Duration>,
+) -> u64 {
     let listener: TcpListener = listen_in(server_ns, server_addr);
     let receiver = thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(stall).unwrap();
         let mut expected = Stream(0x9e37_79b9_7f4a_7c15);
         let (mut got, mut want) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
         let mut pending = 0; // bytes of `want` not yet matched
         let mut offset = 0;
         let mut intact = 0u64;
         loop {
-            let n = conn.read(&mut got).unwrap();
+            let n = match conn.read(&mut got) {
+                Ok(n) => n,
+                Err(e)
+                    if stall.is_some() && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    return intact;
+                }
+                Err(e) => panic!("receiving: {e}"),
+            };
             if n == 0 {
                 return intact;
             }
@@ -746,13 +777,17 @@ pub fn transfer(server_ns: &str, client_ns: &str, server_addr: &'static str, tot
     });
     in_netns(client_ns, move || {
         let mut conn = TcpStream::connect(server_addr).unwrap();
+        conn.set_write_timeout(stall).unwrap();
         let mut source = Stream(0x9e37_79b9_7f4a_7c15);
         let mut buf = vec![0u8; 1 << 16];
         let mut sent = 0u64;
         while sent < total {
             source.fill(&mut buf);
             let take = (total - sent).min(buf.len() as u64) as usize;
-            conn.write_all(&buf[..take]).unwrap();
+            if let Err(e) = conn.write_all(&buf[..take]) {
+                assert!(stall.is_some(), "sending: {e}");
+                return;
+            }
             sent += take as u64;
         }
     });
