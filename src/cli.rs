@@ -14,8 +14,8 @@ use crate::config;
 use crate::netlink::InterfaceAddress;
 use crate::prefix::Prefix;
 
-/// Tunnel IP packets over UDP: each packet routed into the TUN device goes, whole and unchanged,
-/// as one UDP datagram to the real address of its destination (the Linux FOU direct format).
+/// Tunnel IP packets over UDP: each packet routed into the TUN device goes, whole, as one UDP
+/// datagram to the real address of its destination (the Linux FOU direct format).
 #[derive(Parser, Debug)]
 #[command(version, about, max_term_width = 100, args_override_self = true, subcommand_negates_reqs = true)]
 #[command(group(ArgGroup::new("peers").required(true).args(["remote_address", "hosts_file", "hosts_url"])))]
@@ -341,6 +341,12 @@ impl Cli {
     pub fn mtu(&self) -> u16 {
         self.mtu.unwrap_or(if self.local_address.is_ipv6() { 1452 } else { 1472 })
     }
+
+    /// The MTU that TCP SYNs crossing the tunnel get an MSS to fit, or `None` with
+    /// `--no-clamp-mss`.
+    pub fn clamp_mss(&self) -> Option<u16> {
+        (!self.no_clamp_mss).then(|| self.mtu())
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +374,15 @@ mod tests {
         let cli =
             parse(&["-a", "::", "-p", "1", "-P", "2", "-d", "udptun", "--hosts-file", "h.json"]).unwrap();
         assert_eq!((cli.local_port, cli.remote_port, cli.mtu()), (1, 2, 1452));
+    }
+
+    #[test]
+    fn mss_clamping_is_on_for_the_device_mtu_unless_turned_off() {
+        assert_eq!(parse(&["-A", "a"]).unwrap().clamp_mss(), Some(1472));
+        assert_eq!(parse(&["-A", "a", "-a", "::", "--mtu", "1400"]).unwrap().clamp_mss(), Some(1400));
+        assert_eq!(parse(&["-A", "a", "--no-clamp-mss"]).unwrap().clamp_mss(), None);
+        let args = config_to_args("no-clamp-mss = true\n", "test.toml", &|_| false).unwrap();
+        assert_eq!(args, ["--no-clamp-mss"]);
     }
 
     #[test]

@@ -226,7 +226,7 @@ fn run(cli: &Cli) -> Result<()> {
         accept_any_source: cli.accept_any_source,
         roaming: Roaming { hold_ms: cli.roam_hold.as_millis() as u64, keyed: key.is_some() },
         key,
-        clamp_mss: (!cli.no_clamp_mss).then(|| cli.mtu()),
+        clamp_mss: cli.clamp_mss(),
     };
     let queues = device.queues.into_iter().zip(sockets).map(|(device, socket)| Queue { device, socket });
     let fatal_events = events.clone();
