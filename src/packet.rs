@@ -333,9 +333,14 @@ pub fn clamp_mss(packet: &mut [u8], mtu: u16) -> bool {
         return false;
     }
     let data_offset = usize::from(segment[12] >> 4) * 4;
-    let Some(header) = segment.get_mut(..data_offset.max(TCP_HEADER_LEN)) else { return false };
+    if data_offset < TCP_HEADER_LEN {
+        return false;
+    }
+    let Some(header) = segment.get_mut(..data_offset) else { return false };
     let (fixed, options) = header.split_at_mut(TCP_HEADER_LEN);
     let limit = mtu.saturating_sub(fixed_headers as u16);
+    // A first walk checks every option and looks for an MSS to lower; only then, a second
+    // changes what the first found, so a malformed list is never half changed.
     let mut too_high = false;
     if !mss_options(options, |_, value| too_high |= u16::from_be_bytes(*value) > limit) || !too_high {
         return false;
