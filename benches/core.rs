@@ -1,20 +1,24 @@
 //! Criterion benchmarks of the pure per-packet work: the table lookup (100,000 entries), the
-//! inbound check and the ICMP error builder.
+//! inbound check, MSS clamping and the ICMP error builder.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use udptun::packet;
 use udptun::peers::{PeerTable, Roaming};
 use udptun::prefix::Prefix;
 
 fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
+    ipv4_packet_of(17, src, dst, len)
+}
+
+fn ipv4_packet_of(protocol: u8, src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec<u8> {
     let mut p = vec![0u8; len];
     p[0] = 0x45;
     p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
     p[8] = 64;
-    p[9] = 17;
+    p[9] = protocol;
     p[12..16].copy_from_slice(&src.octets());
     p[16..20].copy_from_slice(&dst.octets());
     let sum = packet::checksum(&p[..20]);
@@ -58,6 +62,20 @@ fn benchmarks(c: &mut Criterion) {
         })
     });
     c.bench_function("check: 1400-byte IPv4 datagram", |b| b.iter(|| packet::check(black_box(&to_host))));
+    // What every packet pays: a TCP segment that is no SYN (the TCP checksum does not matter).
+    let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let mut segment = ipv4_packet_of(6, a, b, 1400);
+    segment[20 + 12..20 + 14].copy_from_slice(&[0x50, 0x10]);
+    c.bench_function("clamp MSS: a TCP segment that is no SYN", |b| {
+        b.iter(|| packet::clamp_mss(black_box(&mut segment), 1472))
+    });
+    // A SYN with Linux's options (MSS 1460, SACK permitted, timestamps, window scale).
+    let mut syn = ipv4_packet_of(6, a, b, 60);
+    syn[20 + 12..20 + 14].copy_from_slice(&[0xa0, 0x02]);
+    syn[40..60].copy_from_slice(&[2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 1, 2, 3, 0, 0, 0, 0, 1, 3, 3, 7]);
+    c.bench_function("clamp MSS: a SYN", |b| {
+        b.iter_batched_ref(|| syn.clone(), |syn| packet::clamp_mss(syn, 1472), BatchSize::SmallInput)
+    });
     let mut out = [0u8; 1500];
     c.bench_function("build ICMP unreachable", |b| {
         b.iter(|| packet::unreachable(black_box(&unmapped), &mut out))
