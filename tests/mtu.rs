@@ -154,11 +154,20 @@ fn tcp_crosses_a_tunnel_whose_path_mtu_errors_are_dropped() {
     sites.lab.stop(d1);
     sites.lab.stop(d2);
 
+    // The same the other way, and without offloads (one packet per datagram and per write):
+    // only gw2 clamps, and h2 sends.
+    let (d1, d2) = sites.tunnel("mss2", &["--no-clamp-mss"], &["--no-offload"]);
+    let arrived = transfer_unless_stalled(&h1, &h2, "10.71.0.2:5003", TOTAL, STALL);
+    assert_eq!(arrived, TOTAL, "{}", sites.lab.all_logs());
+    assert_eq!((sites.clamped(&gw1), sites.clamped(&gw2)), (0, 2));
+    sites.lab.stop(d1);
+    sites.lab.stop(d2);
+
     // Neither clamps: h1's full-size segments do not fit the tunnel, gw1 says so in ICMP errors
     // that its firewall drops, and the transfer stalls.
     let dropped_before = sites.errors_dropped(&gw1);
-    sites.tunnel("mss2", &["--no-clamp-mss"], &["--no-clamp-mss"]);
-    let arrived = transfer_unless_stalled(&h2, &h1, "10.72.0.2:5003", TOTAL, STALL);
+    sites.tunnel("mss3", &["--no-clamp-mss"], &["--no-clamp-mss"]);
+    let arrived = transfer_unless_stalled(&h2, &h1, "10.72.0.2:5004", TOTAL, STALL);
     assert!(arrived < TOTAL, "the transfer completed without clamping: the test shows nothing");
     assert!(sites.errors_dropped(&gw1) > dropped_before, "no ICMP error was dropped");
     assert_eq!((sites.clamped(&gw1), sites.clamped(&gw2)), (0, 0));
