@@ -2,13 +2,15 @@
 //!
 //! The pure core (`packet`, `prefix`, `peers`, `hosts`, `config`, `keepalive`, `batch`) decides
 //! and does no I/O; the edges (`tun`, `udp`, `fetch`, `netlink`, `metrics`) do the I/O;
-//! `control` keeps the peer table current and `datapath` moves packets. The binary (`main.rs`)
-//! wires them together. See ARCHITECTURE.md.
+//! `control` keeps the peer table current and `datapath` moves packets; `daemon` starts them in
+//! order and waits for signals. The binary (`main.rs`) parses the command line, sets up logging
+//! and picks the exit status. See ARCHITECTURE.md.
 
 pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod datapath;
 pub mod fetch;
 pub mod hosts;
