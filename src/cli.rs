@@ -11,37 +11,46 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, ArgGroup, CommandFactory, FromArgMatches, Parser};
 
 use crate::config;
+use crate::logging::LogFormat;
 use crate::netlink::InterfaceAddress;
 use crate::prefix::Prefix;
+
+/// Where settings come from, in order: said in `--help` and the man page.
+pub const PRECEDENCE: &str = "Every flag can also be set by the environment variable UDPTUN_<LONG_NAME> \
+(UDPTUN_LOCAL_PORT=7001, UDPTUN_NO_OFFLOAD=true, UDPTUN_ADDRESS=10.0.0.1/24,fd00::1/64), except \
+--hosts-url-interval, --ca-file and --ca-path, which keep the original udptun's HOSTS_URL_INTERVAL, \
+CA_FILE and CA_PATH; or in the --config file by its long name. The command line wins over the \
+environment, the environment over the config file, and the config file over the defaults.";
 
 /// Tunnel IP packets over UDP: each packet routed into the TUN device goes, whole, as one UDP
 /// datagram to the real address of its destination (the Linux FOU direct format).
 #[derive(Parser, Debug)]
 #[command(version, about, max_term_width = 100, args_override_self = true, subcommand_negates_reqs = true)]
+#[command(after_help = PRECEDENCE)]
 #[command(group(ArgGroup::new("peers").required(true).args(["remote_address", "hosts_file", "hosts_url"])))]
 pub struct Cli {
     /// Address the UDP socket binds; `::` listens on IPv4 and IPv6.
-    #[arg(short = 'a', long, default_value = "0.0.0.0", value_name = "ADDR")]
+    #[arg(short = 'a', long, env = "UDPTUN_LOCAL_ADDRESS", default_value = "0.0.0.0", value_name = "ADDR")]
     pub local_address: IpAddr,
 
     /// UDP port the socket binds.
-    #[arg(short = 'p', long, default_value_t = 7777, value_name = "PORT")]
+    #[arg(short = 'p', long, env = "UDPTUN_LOCAL_PORT", default_value_t = 7777, value_name = "PORT")]
     pub local_port: u16,
 
     /// The one remote host (name or IP) of a one-to-one tunnel: every packet goes there.
-    #[arg(short = 'A', long, value_name = "HOST")]
+    #[arg(short = 'A', long, env = "UDPTUN_REMOTE_ADDRESS", value_name = "HOST")]
     pub remote_address: Option<String>,
 
     /// UDP port of the remote host.
-    #[arg(short = 'P', long, default_value_t = 7777, value_name = "PORT")]
+    #[arg(short = 'P', long, env = "UDPTUN_REMOTE_PORT", default_value_t = 7777, value_name = "PORT")]
     pub remote_port: u16,
 
     /// JSON hosts file mapping virtual addresses to real hosts (one-to-many).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "UDPTUN_HOSTS_FILE", value_name = "FILE")]
     pub hosts_file: Option<PathBuf>,
 
     /// http(s) URL of the hosts document, fetched at start and then every interval.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, env = "UDPTUN_HOSTS_URL", value_name = "URL")]
     pub hosts_url: Option<String>,
 
     /// Seconds between fetches of --hosts-url (fractions allowed).
@@ -58,92 +67,93 @@ pub struct Cli {
     pub ca_path: Option<PathBuf>,
 
     /// Name of the TUN device to create; `%d` picks a free number.
-    #[arg(short = 'd', long, default_value = "tun%d", value_name = "NAME")]
+    #[arg(short = 'd', long, env = "UDPTUN_DEVICE", default_value = "tun%d", value_name = "NAME")]
     pub device: String,
 
     /// MTU of the TUN device [default: 1472 with an IPv4 socket, 1452 with IPv6, so that one
     /// tunnelled packet fits one 1500-byte underlay packet]
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(576..))]
+    #[arg(long, env = "UDPTUN_MTU", value_name = "BYTES", value_parser = clap::value_parser!(u16).range(576..))]
     pub mtu: Option<u16>,
 
     /// Data-plane threads, each with its own TUN queue and UDP socket [default: number of CPUs]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "UDPTUN_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
 
     /// Microseconds a data-plane thread keeps polling (yielding the CPU between polls) after the
     /// last packet before it sleeps: replies within it skip a wake-up. 0 saves CPU, more cuts latency.
-    #[arg(long, default_value_t = 200, value_name = "USECS",
+    #[arg(long, env = "UDPTUN_BUSY_POLL", default_value_t = 200, value_name = "USECS",
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub busy_poll: u64,
 
     /// Turn off TUN offloads (TSO/GRO) and UDP GSO/GRO: one packet per datagram all the way.
-    #[arg(long)]
+    #[arg(long, env = "UDPTUN_NO_OFFLOAD")]
     pub no_offload: bool,
 
-    /// Put this address on the device and bring it up (repeatable; IPv4 and IPv6).
-    #[arg(long, value_name = "CIDR")]
+    /// Put this address on the device and bring it up (repeatable or comma-separated; IPv4 and
+    /// IPv6).
+    #[arg(long, env = "UDPTUN_ADDRESS", value_name = "CIDR", value_delimiter = ',')]
     pub address: Vec<InterfaceAddress>,
 
-    /// Route this prefix through the device (repeatable).
-    #[arg(long, value_name = "CIDR")]
+    /// Route this prefix through the device (repeatable or comma-separated).
+    #[arg(long, env = "UDPTUN_ROUTE", value_name = "CIDR", value_delimiter = ',')]
     pub route: Vec<Prefix>,
 
     /// Leave the MSS of TCP SYNs alone. By default a SYN crossing the tunnel (either way) has its
     /// MSS lowered to fit the MTU (MTU - 40 for IPv4, MTU - 60 for IPv6), so TCP works even where
     /// the ICMP errors that tell senders of a smaller path MTU are filtered.
-    #[arg(long)]
+    #[arg(long, env = "UDPTUN_NO_CLAMP_MSS")]
     pub no_clamp_mss: bool,
 
     /// Accept packets from any outer source address. By default a datagram is accepted only
     /// from the real address the table maps the packet's inner source address to.
-    #[arg(long)]
+    #[arg(long, env = "UDPTUN_ACCEPT_ANY_SOURCE")]
     pub accept_any_source: bool,
 
     /// Send a keepalive to every peer this often, so NAT mappings stay open.
-    #[arg(long, value_name = "SECS", value_parser = parse_interval)]
+    #[arg(long, env = "UDPTUN_KEEPALIVE", value_name = "SECS", value_parser = parse_interval)]
     pub keepalive: Option<Duration>,
 
     /// Seconds between new lookups of the peers' host names (a failed lookup keeps the last
     /// address).
-    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_interval)]
+    #[arg(long, env = "UDPTUN_RESOLVE_INTERVAL", default_value = "60", value_name = "SECS", value_parser = parse_interval)]
     pub resolve_interval: Duration,
 
     /// Seconds one host-name lookup may take from when it starts; a name with no answer by then
     /// keeps its last address.
-    #[arg(long, default_value = "5", value_name = "SECS", value_parser = parse_interval)]
+    #[arg(long, env = "UDPTUN_RESOLVE_TIMEOUT", default_value = "5", value_name = "SECS", value_parser = parse_interval)]
     pub resolve_timeout: Duration,
 
     /// Seconds a peer's current address stays in force after it was last heard: a datagram from
     /// another port of the peer's IP moves the peer only once it has been silent this long.
-    #[arg(long, default_value = "15", value_name = "SECS", value_parser = parse_interval)]
+    #[arg(long, env = "UDPTUN_ROAM_HOLD", default_value = "15", value_name = "SECS", value_parser = parse_interval)]
     pub roam_hold: Duration,
 
     /// File holding the shared key (`udptun genkey`): keepalives are authenticated, and only an
     /// authenticated keepalive moves a peer to a new port. Every node needs the same key.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "UDPTUN_KEY", value_name = "FILE")]
     pub key: Option<PathBuf>,
 
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, env = "UDPTUN_METRICS_LISTEN", value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Per-peer series in the metrics: `on` or `off` [default: on while the table has at most
     /// 1,000 peers, off above]
-    #[arg(long, value_name = "on|off")]
+    #[arg(long, env = "UDPTUN_METRICS_PER_PEER", value_name = "on|off")]
     pub metrics_per_peer: Option<Toggle>,
 
     /// Switch to this user once the device and socket exist.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, env = "UDPTUN_USER", value_name = "NAME")]
     pub user: Option<String>,
 
     /// Switch to this group once the device and socket exist [default: the user's group].
-    #[arg(long, value_name = "NAME", requires = "user")]
+    #[arg(long, env = "UDPTUN_GROUP", value_name = "NAME", requires = "user")]
     pub group: Option<String>,
 
     /// TOML file setting any of these flags by their long names (`mtu = 1400`,
-    /// `address = ["10.0.0.1/24"]`); flags on the command line win. Its `[nodes."ADDR"]`
-    /// tables (`host`, `port`) may stand for --hosts-file, reloaded as one.
-    #[arg(long, value_name = "FILE")]
+    /// `address = ["10.0.0.1/24"]`); the command line and the environment win over it. Its
+    /// `[nodes."ADDR"]` tables (`host`, `port`) may stand for --hosts-file, reloaded as one.
+    #[arg(long, env = "UDPTUN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// The config file, when its `[nodes]` tables are the peer source (set by [`parse`]).
@@ -159,8 +169,12 @@ pub struct Cli {
     pub generate_completions: Option<clap_complete::Shell>,
 
     /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
-    #[arg(short = 'v', long, action = clap::ArgAction::Count)]
+    #[arg(short = 'v', long, env = "UDPTUN_VERBOSE", action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Format of the log lines on stderr.
+    #[arg(long, env = "UDPTUN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, value_name = "FORMAT")]
+    pub log_format: LogFormat,
 
     /// What to do instead of running the tunnel.
     #[command(subcommand)]
@@ -204,32 +218,41 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("`{text}`: {e}"))
 }
 
-/// Parses the command line, with the settings of `--config FILE` (if given) under it.
+/// Parses the command line, with the environment under it and the settings of `--config FILE`
+/// (if given) under both. Every error is in the configuration; clap's own (`--help` and
+/// `--version` included) come back as [`clap::Error`].
 pub fn parse() -> Result<Cli> {
     parse_from(std::env::args_os().collect())
 }
 
 fn parse_from(args: Vec<OsString>) -> Result<Cli> {
-    // A first, forgiving pass finds --config and which flags the command line sets itself.
+    // A first, forgiving pass finds --config and which flags the command line or the
+    // environment set.
     let first = Cli::command().ignore_errors(true).try_get_matches_from(&args).ok();
+    let source = |id: &str| first.as_ref().and_then(|m| m.value_source(id));
+    check_environment(&|id| source(id) == Some(ValueSource::CommandLine))?;
     let config = first.as_ref().and_then(|m| m.get_one::<PathBuf>("config").cloned());
     let mut full = args.clone();
     let mut nodes = None;
-    if let (Some(path), Some(first)) = (&config, &first) {
-        let (from_file, nodes_line) =
-            config_args(path, &|id| first.value_source(id) == Some(ValueSource::CommandLine))?;
+    if let Some(path) = &config {
+        let set_above =
+            |id: &str| matches!(source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
+        let (from_file, nodes_line) = config_args(path, &set_above)?;
         nodes = nodes_line.map(|line| (path.clone(), line));
         full.splice(1..1, from_file);
     }
-    let generating =
-        first.as_ref().is_some_and(|m| m.get_flag("generate_man") || m.contains_id("generate_completions"));
+    // (A first pass that stopped at an error may lack even the defaults: ask, do not assume.)
+    let generating = first.as_ref().is_some_and(|m| {
+        matches!(m.try_get_one::<bool>("generate_man"), Ok(Some(true)))
+            || m.contains_id("generate_completions")
+    });
     let mut command = Cli::command();
     if generating || nodes.is_some() {
         // The man page and completions need no peer source; `[nodes]` is one.
         command = command.mut_group("peers", |g| g.required(false));
     }
-    let matches = command.try_get_matches_from(full).unwrap_or_else(|e| e.exit());
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let matches = command.try_get_matches_from(full)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
     if let Some((path, line)) = nodes {
         if let Some(other) = [
             ("-A", cli.remote_address.is_some()),
@@ -249,28 +272,61 @@ fn parse_from(args: Vec<OsString>) -> Result<Cli> {
     Ok(cli)
 }
 
-/// The arguments a config file gives, and the line of its `[nodes]` tables if it has them
-/// (checked here, so that a bad entry stops the start before any set-up).
-fn config_args(
-    path: &Path,
-    on_command_line: &dyn Fn(&str) -> bool,
-) -> Result<(Vec<OsString>, Option<usize>)> {
+/// Checks the value of each flag's environment variable that is set and not overridden by the
+/// command line (`on_command_line`), so that an error names the variable, not only the flag.
+fn check_environment(on_command_line: &dyn Fn(&str) -> bool) -> Result<()> {
+    for arg in Cli::command().get_arguments() {
+        let Some(variable) = arg.get_env() else { continue };
+        let id = arg.get_id().as_str();
+        if std::env::var_os(variable).is_none() || on_command_line(id) {
+            continue;
+        }
+        value_error(alone(Some(id)).try_get_matches_from(["udptun"]))
+            .map_err(|e| anyhow!("{}: {e}", variable.to_string_lossy()))?;
+    }
+    Ok(())
+}
+
+/// The command for checking one value alone: no peer source required and no environment
+/// variable read but that of the flag `keep_env` (an id).
+fn alone(keep_env: Option<&str>) -> clap::Command {
+    Cli::command()
+        .mut_group("peers", |g| g.required(false))
+        .mut_args(|a| if Some(a.get_id().as_str()) == keep_env { a } else { a.env(None::<&str>) })
+}
+
+/// A parse's error about a value, if it has one, on one line (without clap's advice to try
+/// --help); errors about how flags go together (a missing `--user` for `--group`) are left to
+/// the parse of everything.
+fn value_error(parsed: Result<clap::ArgMatches, clap::Error>) -> Result<(), String> {
+    use clap::error::ErrorKind;
+    match parsed {
+        Err(e) if !matches!(e.kind(), ErrorKind::MissingRequiredArgument | ErrorKind::ArgumentConflict) => {
+            let message = e.render().to_string();
+            let lines: Vec<&str> =
+                message.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+            Err(lines.join(" ").trim_start_matches("error: ").to_string())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The arguments a config file gives (but for the keys set above it, `set_above`), and the line
+/// of its `[nodes]` tables if it has them (checked here, so that a bad entry stops the start
+/// before any set-up).
+fn config_args(path: &Path, set_above: &dyn Fn(&str) -> bool) -> Result<(Vec<OsString>, Option<usize>)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
     let origin = path.display().to_string();
-    let args = config_to_args(&text, &origin, on_command_line)?;
+    let args = config_to_args(&text, &origin, set_above)?;
     let parsed = config::parse(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
     Ok((args, parsed.nodes.map(|nodes| nodes.line)))
 }
 
 /// Turns the text of a TOML config file into command-line arguments, checking each value with
 /// the flag's own parser so that errors name the file (`origin`), the line and the key. Keys
-/// the command line sets (`on_command_line`) are left out: the command line wins, lists
-/// included.
-pub fn config_to_args(
-    text: &str,
-    origin: &str,
-    on_command_line: &dyn Fn(&str) -> bool,
-) -> Result<Vec<OsString>> {
+/// set above the file (`set_above`: on the command line or in the environment) are left out:
+/// those win, lists included.
+pub fn config_to_args(text: &str, origin: &str, set_above: &dyn Fn(&str) -> bool) -> Result<Vec<OsString>> {
     let table: std::collections::BTreeMap<toml::Spanned<String>, toml::Value> =
         toml::from_str(text).map_err(|e| anyhow!("{origin}: {}", e.to_string().trim_end()))?;
     let command = Cli::command();
@@ -288,7 +344,7 @@ pub fn config_to_args(
         if matches!(key.as_str(), "config" | "generate-man" | "generate-completions" | "help" | "version") {
             bail!("{place}: cannot be set in a config file");
         }
-        if on_command_line(arg.get_id().as_str()) {
+        if set_above(arg.get_id().as_str()) {
             continue;
         }
         let flag = format!("--{key}");
@@ -312,14 +368,8 @@ pub fn config_to_args(
         }
         for value in values {
             // Check the value with the flag's own parser, alone, so the error is about it.
-            let alone = Cli::command().mut_group("peers", |g| g.required(false));
-            if let Err(e) = alone.try_get_matches_from(["udptun", flag.as_str(), value.as_str()]) {
-                let message = e.render().to_string();
-                bail!(
-                    "{place}: {}",
-                    message.lines().next().unwrap_or("invalid value").trim_start_matches("error: ")
-                );
-            }
+            value_error(alone(None).try_get_matches_from(["udptun", flag.as_str(), value.as_str()]))
+                .map_err(|e| anyhow!("{place}: {e}"))?;
             args.push(OsString::from(&flag));
             args.push(OsString::from(value));
         }
@@ -432,6 +482,42 @@ mod tests {
         let nodes = config::parse(text).unwrap().nodes.unwrap();
         let hosts: Vec<&str> = nodes.entries.iter().map(|e| e.host.as_str()).collect();
         assert_eq!(hosts, ["vps1.example.org", "vps2.example.org", "203.0.113.7", "203.0.113.7"]);
+    }
+
+    #[test]
+    fn every_flag_has_its_environment_variable() {
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let expected = match long {
+                "help" | "version" | "generate-man" | "generate-completions" => None,
+                // The original udptun's names.
+                "hosts-url-interval" => Some("HOSTS_URL_INTERVAL".to_string()),
+                "ca-file" => Some("CA_FILE".to_string()),
+                "ca-path" => Some("CA_PATH".to_string()),
+                _ => Some(format!("UDPTUN_{}", long.to_uppercase().replace('-', "_"))),
+            };
+            assert_eq!(arg.get_env().and_then(|v| v.to_str()), expected.as_deref(), "--{long}");
+        }
+    }
+
+    #[test]
+    fn config_keys_set_above_the_file_are_left_out() {
+        let text = "mtu = 1400\ndevice = \"tun7\"\naddress = [\"10.0.0.1/24\"]\n";
+        let args = config_to_args(text, "t.toml", &|id| id == "mtu" || id == "address").unwrap();
+        assert_eq!(args, ["--device", "tun7"]);
+        let args = config_to_args(text, "t.toml", &|_| false).unwrap();
+        assert_eq!(args, ["--address", "10.0.0.1/24", "--device", "tun7", "--mtu", "1400"]);
+    }
+
+    #[test]
+    fn a_config_value_is_checked_alone_and_a_flag_it_needs_is_not_its_error() {
+        // --group needs --user, which the command line may give: not an error of the file's.
+        assert!(config_to_args("group = \"nogroup\"\n", "t.toml", &|_| false).is_ok());
+        let error = config_to_args("log-format = \"xml\"\n", "t.toml", &|_| false).unwrap_err();
+        assert!(
+            error.to_string().starts_with("t.toml: line 1: `log-format`: invalid value 'xml'"),
+            "{error}"
+        );
     }
 
     #[test]

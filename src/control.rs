@@ -19,6 +19,7 @@ use anyhow::{Context, Result, anyhow};
 use socket2::Socket;
 
 use crate::config;
+use crate::exit::Failure;
 use crate::fetch::{Fetched, Fetcher, MAX_BODY_BYTES};
 use crate::hosts::{self, Entry};
 use crate::keepalive::{self, Key};
@@ -213,18 +214,19 @@ fn build_table(
     match document {
         Document::Remote(host, port) => lookup(host, *port)
             .map(PeerTable::single)
-            .map_err(|e| anyhow!("-A {host}: does not resolve: {e}")),
+            .map_err(|e| unresolved(host, anyhow!("-A {host}: does not resolve: {e}"))),
         Document::Hosts(entries) => {
             // Check every host first, so that the table is built straight from the entries,
             // with no copy of them in between (a document may have hundreds of thousands).
             for entry in entries {
                 lookup(&entry.host, entry.port).map_err(|e| {
-                    anyhow!(
+                    let message = anyhow!(
                         "{origin}: line {}: `{}`: host `{}` does not resolve: {e}",
                         entry.line,
                         entry.prefix,
                         entry.host
-                    )
+                    );
+                    unresolved(&entry.host, message)
                 })?;
             }
             Ok(PeerTable::from_entries(
@@ -232,6 +234,13 @@ fn build_table(
             ))
         }
     }
+}
+
+/// `error`, about `host` that did not resolve, marked for the exit status: an address literal
+/// fails only by its family, which no restart changes; a name may resolve later.
+fn unresolved(host: &str, error: anyhow::Error) -> anyhow::Error {
+    let failure = if host.parse::<IpAddr>().is_ok() { Failure::Config } else { Failure::Temporary };
+    failure.mark(error)
 }
 
 /// Where the peer table comes from.
@@ -309,7 +318,10 @@ enum Version {
 }
 
 impl Control {
-    /// Loads the first table. Any failure here is fatal: there would be nothing to run.
+    /// Loads the first table. Any failure here is fatal: there would be nothing to run. A hosts
+    /// file that cannot be read or parsed is a configuration error; a hosts URL that fails, or
+    /// serves a document that does not load, may pass (its server can be fixed without touching
+    /// this node), as may a name that does not resolve.
     pub fn start(source: Source, resolver: Resolver) -> Result<(Self, PeerTable)> {
         let document = Document::Hosts(Vec::new());
         let mut control = Self {
@@ -321,7 +333,11 @@ impl Control {
             retry: false,
             start_settings: None,
         };
-        let (document, version) = control.read_source()?.context("the first fetch")?;
+        let read = control.read_source().map_err(|e| match control.source {
+            Source::File(_) | Source::Config(_) => Failure::Config.mark(e),
+            Source::Remote(..) | Source::Url(_) => Failure::Temporary.mark(e),
+        });
+        let (document, version) = read?.context("the first fetch")?;
         let (table, resolved) = control.resolve(&document, true)?;
         control.document = document;
         control.resolved = resolved;

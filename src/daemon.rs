@@ -19,6 +19,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use crate::cli::Cli;
 use crate::control::{self, Command, Control, Family, Keepalive, Resolver, Source, Timing};
 use crate::datapath::{self, Fatal, Options, Queue};
+use crate::exit::Failure;
 use crate::fetch::{Fetcher, Trust};
 use crate::keepalive::{self, Key};
 use crate::netlink::Netlink;
@@ -32,7 +33,10 @@ enum Event {
     Fatal(Fatal),
 }
 
-/// Runs the tunnel that `cli` describes until SIGINT or SIGTERM (`Ok`) or a fatal error.
+/// Runs the tunnel that `cli` describes until SIGINT or SIGTERM (`Ok`) or a fatal error. A
+/// start-up error is marked ([`Failure`]) when a restart cannot fix it (a bad `--key` file,
+/// `--user` or `--hosts-url`, a hosts file that is missing or does not parse, an address of the
+/// wrong family) or may (a name that does not resolve, a hosts URL that fails).
 pub fn run(cli: &Cli) -> Result<()> {
     // Signal handlers first: a SIGHUP during the first fetch queues a reload, and SIGTERM ends
     // the process at any time (during start-up, at once). The handlers are installed here; the
@@ -41,11 +45,13 @@ pub fn run(cli: &Cli) -> Result<()> {
 
     let family = if cli.local_address.is_ipv6() { Family::Any } else { Family::V4 };
     let identity = match &cli.user {
-        Some(user) => Some(privileges::resolve(user, cli.group.as_deref())?),
+        Some(user) => {
+            Some(privileges::resolve(user, cli.group.as_deref()).map_err(|e| Failure::Config.mark(e))?)
+        }
         None => None,
     };
     let key = match &cli.key {
-        Some(path) => Some(read_key(path)?),
+        Some(path) => Some(read_key(path).map_err(|e| Failure::Config.mark(e))?),
         None => None,
     };
     if key.is_some() && cli.keepalive.is_some() && cli.address.is_empty() {
@@ -70,7 +76,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         Source::Config(path.clone())
     } else if let Some(url) = &cli.hosts_url {
         let trust = Trust { ca_file: cli.ca_file.as_deref(), ca_path: cli.ca_path.as_deref() };
-        Source::Url(Box::new(Fetcher::new(url, &trust, control::fetch_timeout(cli.hosts_url_interval))?))
+        let fetcher = Fetcher::new(url, &trust, control::fetch_timeout(cli.hosts_url_interval))
+            .map_err(|e| Failure::Config.mark(e))?;
+        Source::Url(Box::new(fetcher))
     } else {
         unreachable!("cli::parse requires one of -A, --hosts-file, --hosts-url, [nodes]");
     };
