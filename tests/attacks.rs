@@ -237,7 +237,8 @@ fn one_deadline_covers_a_fetch_and_its_redirects() {
         &a,
         &["--hosts-url", "http://10.100.0.80:8080/0", "--hosts-url-interval", "2", "-d", "udptun"],
     );
-    assert_eq!(lab.wait_exit(da, Duration::from_secs(10)), Some(1), "{}", lab.log(da));
+    // EX_TEMPFAIL: the server may answer next time.
+    assert_eq!(lab.wait_exit(da, Duration::from_secs(10)), Some(75), "{}", lab.log(da));
     assert!(started.elapsed() < Duration::from_millis(3_500), "gave up after {:?}", started.elapsed());
     assert!(lab.log(da).contains("timed out"), "{}", lab.log(da));
     // And the plain-http warning came first.
@@ -256,7 +257,7 @@ fn a_304_to_the_first_fetch_is_a_clear_error() {
     server.set("/hosts.json", Reply::status(304));
     let a = lab.host("a", "10.100.0.1/24");
     let da = lab.udptun(&a, &["--hosts-url", "http://10.100.0.80:8080/hosts.json", "-d", "udptun"]);
-    assert_eq!(lab.wait_exit(da, Duration::from_secs(10)), Some(1), "{}", lab.log(da));
+    assert_eq!(lab.wait_exit(da, Duration::from_secs(10)), Some(75), "{}", lab.log(da));
     let log = lab.log(da);
     assert!(log.contains("HTTP 304 Not Modified to a request that named no version"), "{log}");
     assert!(!log.contains("panicked"), "{log}");

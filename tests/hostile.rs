@@ -232,7 +232,8 @@ fn a_redirect_from_https_to_http_is_refused() {
     lab.etc_hosts(&a, "10.100.0.80 hosts.test\n");
     let da = lab
         .udptun(&a, &["--hosts-url", "https://hosts.test:8443/hosts.json", "--ca-file", &ca, "-d", "udptun"]);
-    assert_eq!(lab.wait_exit(da, Duration::from_secs(10)), Some(1));
+    // EX_TEMPFAIL: the server can be mended without touching this node.
+    assert_eq!(lab.wait_exit(da, Duration::from_secs(10)), Some(75));
     assert!(
         lab.log(da).contains("refused redirect from https to http://10.100.0.80:8080/hosts.json"),
         "{}",

@@ -393,7 +393,8 @@ fn hosts_url_over_https_trusts_the_given_ca_and_refuses_other_names() {
         let ns = lab.host(host, cidr);
         lab.etc_hosts(&ns, "10.100.0.80 hosts.test\n10.100.0.80 other.test\n");
         let refused = lab.udptun(&ns, &["--hosts-url", url, "--ca-file", ca_file, "-d", "udptun"]);
-        assert_eq!(lab.wait_exit(refused, Duration::from_secs(10)), Some(1), "{}", lab.log(refused));
+        // EX_TEMPFAIL: the server's certificate can change without touching this node.
+        assert_eq!(lab.wait_exit(refused, Duration::from_secs(10)), Some(75), "{}", lab.log(refused));
         let log = lab.log(refused);
         let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
         assert!(

@@ -265,6 +265,16 @@ impl Lab {
         self.spawn_env(ns, env, &[&udptun_binary()], args)
     }
 
+    /// Starts udptun in `ns` with `args` as systemd starts a service whose stderr is the journal:
+    /// `JOURNAL_STREAM` names its stderr (here its log file) by device and inode, in decimal.
+    pub fn udptun_journal(&mut self, ns: &str, args: &[&str]) -> usize {
+        use std::os::unix::fs::MetadataExt;
+        // The log file `spawn_env` truncates keeps the inode made here.
+        let meta = fs::File::create(self.log_path(self.daemons.len())).unwrap().metadata().unwrap();
+        let stream = format!("{}:{}", meta.dev(), meta.ino());
+        self.udptun_env(ns, &[("JOURNAL_STREAM", &stream)], args)
+    }
+
     /// Starts `prefix` + `args` in `ns` as a daemon of the lab.
     pub fn spawn(&mut self, ns: &str, prefix: &[&str], args: &[&str]) -> usize {
         self.spawn_env(ns, &[], prefix, args)
