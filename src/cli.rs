@@ -251,6 +251,11 @@ fn parse_from(args: Vec<OsString>) -> Result<Cli> {
         // The man page and completions need no peer source; `[nodes]` is one.
         command = command.mut_group("peers", |g| g.required(false));
     }
+    if generating {
+        // The man page and completions are alone on the command line whatever the environment
+        // sets.
+        command = command.mut_args(|a| a.env(None::<&str>));
+    }
     let matches = command.try_get_matches_from(full)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
     if let Some((path, line)) = nodes {
