@@ -146,13 +146,23 @@ fn config_file(page: &mut Roff) {
          a value, 0 to 3 for verbose. An unknown key or a bad value is an error that names the \
          file, the line and the key. config cannot be set in it.",
     );
+    paragraph(
+        page,
+        "Its [nodes.\"ADDR\"] tables (host, port; last in the file) may be the peer source instead \
+         of -A, --hosts-file or --hosts-url: they follow the rules of the hosts document and are \
+         read again as a hosts file is; the other settings take effect at a restart, and the log \
+         says so when one changes.",
+    );
     verbatim(
         page,
         r#"remote-address = "peer.example.org"
 device = "udptun0"
 address = ["192.168.100.1/24", "fd00::1/64"]
 keepalive = 25
-log-format = "journal""#,
+log-format = "journal"
+
+[nodes."192.168.100.2"]
+host = "vps2.example.org""#,
     );
 }
 
@@ -204,7 +214,8 @@ fn signals(page: &mut Roff) {
     item(
         page,
         "SIGHUP",
-        "Reload: read the hosts file again, fetch the hosts URL now, or look the -A name up again. \
+        "Reload: read the hosts file or the config file's [nodes] again, fetch the hosts URL now, \
+         or look the -A name up again. \
          A reload that fails keeps the table in force. A SIGHUP during start-up is kept until the \
          first table is loaded. systemctl reload sends it.",
     );

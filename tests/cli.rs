@@ -289,7 +289,7 @@ fn bad_nodes_in_a_config_file_name_the_file_the_line_and_the_key() {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         let out = run(&[&["--config", path.to_str().unwrap(), "-d", "never"], extra].concat());
-        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert_eq!(out.status.code(), Some(CONFIG), "{name}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(err.contains(&format!("{}: {expected}", path.display())), "{name}: {err}");
     }
