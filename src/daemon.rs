@@ -80,7 +80,10 @@ pub fn run(cli: &Cli) -> Result<()> {
             .map_err(|e| Failure::Config.mark(e))?;
         Source::Url(Box::new(fetcher))
     } else {
-        unreachable!("cli::parse requires one of -A, --hosts-file, --hosts-url, [nodes]");
+        // cli::parse requires one; a library caller may not have gone through it.
+        return Err(Failure::Config.mark(anyhow::anyhow!(
+            "no peers: give -A, --hosts-file, --hosts-url or [nodes] in the config file"
+        )));
     };
 
     // Set-up, the only part that needs privileges: sockets, device, addresses, routes.
