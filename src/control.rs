@@ -338,7 +338,11 @@ impl Control {
             Source::Remote(..) | Source::Url(_) => Failure::Temporary.mark(e),
         });
         let (document, version) = read?.context("the first fetch")?;
-        let (table, resolved) = control.resolve(&document, true)?;
+        let (table, resolved) = control.resolve(&document, true).map_err(|e| match control.source {
+            // Whatever is wrong in a served document, its server can mend it: a restart may pass.
+            Source::Url(_) => Failure::Temporary.mark(e),
+            _ => e,
+        })?;
         control.document = document;
         control.resolved = resolved;
         control.commit(version);

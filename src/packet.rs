@@ -231,9 +231,10 @@ fn is_unicast_v4(addr: Ipv4Addr) -> bool {
 /// upper-layer header to read: a non-first fragment, a chain that runs past the packet, or one
 /// longer than [`MAX_EXTENSION_HEADERS`] (no error answers those, and no MSS is clamped in
 /// them). Every read is bounds-checked.
-fn upper_layer_v6(packet: &[u8]) -> Option<(u8, usize)> {
+fn upper_layer_v6(packet: &[u8]) -> Option<(u8, usize, Authenticated)> {
     let mut protocol = packet[6];
     let mut offset = IPV6_HEADER_LEN;
+    let mut authenticated = Authenticated(false);
     for _ in 0..=MAX_EXTENSION_HEADERS {
         let len = match protocol {
             // Length in 8-octet units, not counting the first 8 (RFC 8200 §4.3-4.6).
@@ -246,8 +247,11 @@ fn upper_layer_v6(packet: &[u8]) -> Option<(u8, usize)> {
                 8
             }
             // Length in 4-octet units, not counting the first 8 (RFC 4302 §2.2).
-            AUTHENTICATION => (usize::from(*packet.get(offset + 1)?) + 2) * 4,
-            upper => return Some((upper, offset)),
+            AUTHENTICATION => {
+                authenticated = Authenticated(true);
+                (usize::from(*packet.get(offset + 1)?) + 2) * 4
+            }
+            upper => return Some((upper, offset, authenticated)),
         };
         protocol = *packet.get(offset)?;
         offset += len;
@@ -258,6 +262,11 @@ fn upper_layer_v6(packet: &[u8]) -> Option<(u8, usize)> {
     None
 }
 
+/// Whether an IPv6 packet's extension headers include an Authentication Header (RFC 4302),
+/// whose integrity check covers what follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Authenticated(bool);
+
 fn unreachable_v6(original: &[u8], out: &mut [u8], allow: impl FnOnce() -> bool) -> Option<usize> {
     let IpAddr::V6(src) = source(original)? else { return None };
     let IpAddr::V6(dst) = destination(original)? else { return None };
@@ -265,7 +274,7 @@ fn unreachable_v6(original: &[u8], out: &mut [u8], allow: impl FnOnce() -> bool)
         return None;
     }
     // `destination` read the last bytes of the fixed header: all 40 are there.
-    let (protocol, offset) = upper_layer_v6(original)?;
+    let (protocol, offset, _) = upper_layer_v6(original)?;
     // ICMPv6 types below 128 are errors (RFC 4443 §2.1).
     if protocol == PROTO_ICMPV6 && *original.get(offset)? < 128 {
         return None;
@@ -298,7 +307,8 @@ fn unreachable_v6(original: &[u8], out: &mut [u8], allow: impl FnOnce() -> bool)
 }
 
 /// Lowers the MSS option of a TCP SYN or SYN-ACK in `packet` (IPv4, or IPv6 behind up to
-/// [`MAX_EXTENSION_HEADERS`] extension headers) to what fits a tunnel of `mtu` bytes:
+/// [`MAX_EXTENSION_HEADERS`] extension headers, none of them an Authentication Header, whose
+/// check covers the segment) to what fits a tunnel of `mtu` bytes:
 /// `mtu - 40` for IPv4, `mtu - 60` for IPv6 (the fixed headers, IPv6's being longer). Then
 /// neither end sends a segment too big for the tunnel, even where the ICMP "fragmentation
 /// needed" that would tell it so is filtered (an MTU black hole). The TCP checksum is updated
@@ -323,7 +333,8 @@ pub fn clamp_mss(packet: &mut [u8], mtu: u16) -> bool {
             (header_len, IPV4_HEADER_LEN + TCP_HEADER_LEN)
         }
         Some(6) if packet.len() >= IPV6_HEADER_LEN => match upper_layer_v6(packet) {
-            Some((PROTO_TCP, offset)) => (offset, IPV6_HEADER_LEN + TCP_HEADER_LEN),
+            // An Authentication Header covers the segment: a changed MSS would fail its check.
+            Some((PROTO_TCP, offset, Authenticated(false))) => (offset, IPV6_HEADER_LEN + TCP_HEADER_LEN),
             _ => return false,
         },
         _ => return false,
@@ -996,7 +1007,9 @@ pub(crate) mod tests {
     #[test]
     fn clamp_mss_changes_a_cut_packet_only_when_its_tcp_header_is_whole() {
         let (syn, tcp) = tcp_v4(&[], &tcp_segment(SYN, &LINUX_OPTIONS));
-        let (v6, tcp_v6) = tcp_v6(&every_extension(), &tcp_segment(SYN, &LINUX_OPTIONS));
+        let unauthenticated: Vec<_> =
+            every_extension().into_iter().filter(|(k, _)| *k != AUTHENTICATION).collect();
+        let (v6, tcp_v6) = tcp_v6(&unauthenticated, &tcp_segment(SYN, &LINUX_OPTIONS));
         for (packet, tcp) in [(syn, tcp), (v6, tcp_v6)] {
             for cut in 0..=packet.len() {
                 let (changed, after) = clamped(&packet[..cut], 1280);
@@ -1015,6 +1028,11 @@ pub(crate) mod tests {
         for chain in &chains {
             let kinds: Vec<u8> = chain.iter().map(|(kind, _)| *kind).collect();
             let (syn, tcp) = tcp_v6(chain, &tcp_segment(SYN, &options));
+            if kinds.contains(&AUTHENTICATION) {
+                // AH's integrity check covers the segment: left alone, or the SYN would be dropped.
+                assert_eq!(clamped(&syn, 1452), (false, syn.clone()), "behind {kinds:?}");
+                continue;
+            }
             let (changed, after) = clamped(&syn, 1452);
             assert!(changed, "behind {kinds:?}");
             assert_lowered(&syn, &after, tcp, &[tcp + 22], 1392);

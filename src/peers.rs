@@ -303,8 +303,11 @@ impl PeerTable {
         };
         match index.and_then(|&index| self.endpoints.get(index as usize)) {
             Some(endpoint) => {
-                endpoint.traffic.heard(now);
-                endpoint.observe(source, now, roaming)
+                let admission = endpoint.observe(source, now, roaming);
+                if matches!(admission, Admission::Accepted | Admission::AcceptedFromNewPort { .. }) {
+                    endpoint.traffic.heard(now);
+                }
+                admission
             }
             None => Admission::Rejected,
         }

@@ -184,7 +184,7 @@ impl Stats {
 /// packet.
 #[derive(Debug, Default)]
 pub struct Traffic {
-    /// Packets received from the peer and written to the TUN.
+    /// Packets received from the peer that passed the checks (handed to the TUN).
     pub received_packets: AtomicU64,
     /// Bytes of those packets.
     pub received_bytes: AtomicU64,
