@@ -111,8 +111,17 @@ pub fn run(cli: &Cli) -> Result<()> {
     let device = tun::create(&cli.device, threads, offload, cli.mtu())
         .with_context(|| format!("creating TUN device {}", cli.device))?;
     configure_device(cli, &device.name)?;
-    let show_listener =
-        show::bind(&device.name).with_context(|| format!("the control socket of {}", device.name))?;
+    // Abstract socket names are open to every user of the namespace: if someone holds this one,
+    // the tunnel runs all the same, without `udptun show`.
+    let show_listener = show::bind(&device.name)
+        .inspect_err(|e| {
+            tracing::warn!(
+                "udptun show will not work: its socket @{} is taken by another process of this \
+                 network namespace ({e})",
+                show::socket_name(&device.name)
+            )
+        })
+        .ok();
     let metrics_listener = match cli.metrics_listen {
         Some(listen) => Some(metrics::bind(listen).with_context(|| format!("--metrics-listen {listen}"))?),
         None => None,
@@ -181,7 +190,9 @@ pub fn run(cli: &Cli) -> Result<()> {
         threads,
         offloads: [("tun", device.offload), ("gso", gso), ("gro", gro)],
     };
-    show::serve(show_listener, status, shared.clone())?;
+    if let Some(listener) = show_listener {
+        show::serve(listener, status, shared.clone())?;
+    }
     if let Some(keepalive) = keepalive {
         control::spawn_keepalives(keepalive, shared.clone())?;
     }

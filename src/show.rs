@@ -9,7 +9,7 @@
 //! document.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
@@ -17,18 +17,31 @@ use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use jsonc_parser::JsonValue;
 
+use crate::control::unix_now_ms;
 use crate::peers::PeerTable;
-use crate::stats::{Shared, TableOrigin, clock_ms};
+use crate::stats::{RateLimit, Shared, TableOrigin, clock_ms};
 
 /// Abstract socket names start with this, then the device name.
 const SOCKET_PREFIX: &str = "udptun/";
 /// A client that takes no bytes for this long is cut off.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most one answer may take, however fast its client reads: one client at a time is
+/// served, and the table it shows is held until it is done.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(30);
+/// `udptun show` waits at most this long for the next bytes of an answer.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest line `udptun show` reads: one peer with every prefix of a 200,000-entry table.
+const MAX_LINE_BYTES: u64 = 16 << 20;
+
+/// The abstract socket name of `device`'s daemon.
+pub fn socket_name(device: &str) -> String {
+    format!("{SOCKET_PREFIX}{device}")
+}
 
 /// What the daemon says about itself besides the table: fixed once it runs.
 #[derive(Clone, Debug)]
@@ -46,39 +59,79 @@ pub struct Status {
 /// Binds the control socket of `device` (during set-up: a second daemon for the same device
 /// name in this namespace fails here).
 pub fn bind(device: &str) -> io::Result<UnixListener> {
-    let address = UnixAddr::from_abstract_name(format!("{SOCKET_PREFIX}{device}"))?;
-    UnixListener::bind_addr(&address)
+    UnixListener::bind_addr(&UnixAddr::from_abstract_name(socket_name(device))?)
 }
 
 /// Answers `udptun show` on `listener` from a thread of its own, one client at a time.
 pub fn serve(listener: UnixListener, status: Status, shared: Arc<Shared>) -> io::Result<()> {
     // SAFETY: geteuid cannot fail.
     let own_uid = unsafe { libc::geteuid() };
+    let refusals = RateLimit::new(1000);
     thread::Builder::new().name("show".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            if let Err(e) = answer(&stream, own_uid, &status, &shared) {
-                tracing::debug!("udptun show: {e}");
+        for stream in listener.incoming() {
+            match stream {
+                Ok(stream) => {
+                    if let Err(e) = answer(&stream, own_uid, &status, &shared, &refusals) {
+                        tracing::debug!("udptun show: {e}");
+                    }
+                }
+                // Out of descriptors, say: do not spin on it.
+                Err(e) => {
+                    tracing::debug!("udptun show: accept: {e}");
+                    thread::sleep(Duration::from_millis(100));
+                }
             }
         }
     })?;
     Ok(())
 }
 
-fn answer(stream: &UnixStream, own_uid: u32, status: &Status, shared: &Shared) -> io::Result<()> {
+fn answer(
+    stream: &UnixStream,
+    own_uid: u32,
+    status: &Status,
+    shared: &Shared,
+    refusals: &RateLimit,
+) -> io::Result<()> {
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let mut out = BufWriter::with_capacity(64 * 1024, stream);
+    let deadline = Instant::now() + ANSWER_DEADLINE;
+    let mut out = BufWriter::with_capacity(64 * 1024, Deadline { stream, deadline });
     match peer_uid(stream)? {
         uid if uid == 0 || uid == own_uid => {
-            let table = shared.table.load();
-            let origin = shared.origin.load();
-            write_status(&mut out, status, &origin, &table, crate::control::unix_now_ms(), clock_ms())?;
+            let table = shared.table.load_full();
+            let origin = shared.origin.load_full();
+            write_status(&mut out, status, &origin, &table, unix_now_ms(), clock_ms())?;
         }
         uid => {
-            tracing::warn!("udptun show: refused a client with uid {uid} (only root and uid {own_uid})");
+            if let Some(suppressed) = refusals.allow() {
+                tracing::warn!(
+                    suppressed,
+                    "udptun show: refused a client with uid {uid} (only root and uid {own_uid})"
+                );
+            }
             writeln!(out, "{{\"error\":\"permission denied: only root and uid {own_uid} may ask\"}}")?;
         }
     }
     out.flush()
+}
+
+/// The client's end of an answer, which must be written by `deadline`.
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if Instant::now() >= self.deadline {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the client reads too slowly"));
+        }
+        self.stream.write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The uid of the process at the other end of `stream`.
@@ -183,7 +236,8 @@ fn json_string(out: &mut String, text: &str) {
 }
 
 /// `udptun show [DEVICE] [--json]`: prints what the daemon of `device`, or every daemon of
-/// this network namespace, is doing.
+/// this network namespace, is doing. Listing every daemon, one that does not answer is said on
+/// stderr and left out (the result is then an error, after the others are printed).
 pub fn run(device: Option<&str>, json: bool) -> Result<()> {
     let devices = match device {
         Some(device) => vec![device.to_string()],
@@ -201,22 +255,38 @@ pub fn run(device: Option<&str>, json: bool) -> Result<()> {
     if as_list {
         out.write_all(b"[")?;
     }
-    for (index, device) in devices.iter().enumerate() {
-        let stream =
-            UnixStream::connect_addr(&UnixAddr::from_abstract_name(format!("{SOCKET_PREFIX}{device}"))?)
-                .with_context(|| format!("no udptun daemon for device {device} in this network namespace"))?;
-        let lines = BufReader::new(stream).lines();
-        if json {
-            if index > 0 {
-                out.write_all(b",")?;
+    let mut failed = Vec::new();
+    let mut shown = 0;
+    for device in &devices {
+        // Each answer is read whole before it is printed, so that one that fails midway leaves
+        // no half a document behind.
+        let mut answer = Vec::new();
+        let read = connect(device).and_then(|stream| {
+            let lines = answer_lines(stream);
+            if json {
+                print_json(lines, &mut answer)
+            } else {
+                print_text(lines, &mut answer, unix_now_ms())?;
+                answer = printable(&answer);
+                Ok(())
             }
-            print_json(lines, &mut out).with_context(|| format!("device {device}"))?;
-        } else {
-            if index > 0 {
-                out.write_all(b"\n")?;
+        });
+        match read {
+            Ok(()) => {
+                let separator: &[u8] = match (shown, json) {
+                    (0, _) => b"",
+                    (_, true) => b",",
+                    (_, false) => b"\n",
+                };
+                out.write_all(separator)?;
+                out.write_all(&answer)?;
+                shown += 1;
             }
-            print_text(lines, &mut out, crate::control::unix_now_ms())
-                .with_context(|| format!("device {device}"))?;
+            Err(e) if devices.len() == 1 => return Err(e.context(format!("device {device}"))),
+            Err(e) => {
+                eprintln!("udptun show: device {device}: {e:#}");
+                failed.push(device.as_str());
+            }
         }
     }
     if as_list {
@@ -226,7 +296,40 @@ pub fn run(device: Option<&str>, json: bool) -> Result<()> {
         out.write_all(b"\n")?;
     }
     out.flush()?;
+    if !failed.is_empty() {
+        bail!("no answer from the daemon(s) of {}", failed.join(", "));
+    }
     Ok(())
+}
+
+/// Connects to the daemon of `device`, with a bound on how long it may keep us waiting.
+fn connect(device: &str) -> Result<UnixStream> {
+    let stream = UnixStream::connect_addr(&UnixAddr::from_abstract_name(socket_name(device))?)
+        .with_context(|| format!("no udptun daemon for device {device} in this network namespace"))?;
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// The lines of an answer, each at most [`MAX_LINE_BYTES`]: whatever holds the socket's name,
+/// reading it costs bounded memory.
+fn answer_lines(stream: UnixStream) -> impl Iterator<Item = io::Result<String>> {
+    let mut reader = BufReader::new(stream);
+    std::iter::from_fn(move || {
+        let mut line = Vec::new();
+        match (&mut reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) if line.last() != Some(&b'\n') && line.len() as u64 == MAX_LINE_BYTES => {
+                Some(Err(io::Error::new(io::ErrorKind::InvalidData, "a line longer than 16 MiB")))
+            }
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Some(String::from_utf8(line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    })
 }
 
 /// The devices of the udptun daemons listening in this network namespace: the abstract names
@@ -352,6 +455,16 @@ fn print_text(
         writeln!(out, "{}", row.trim_end())?;
     }
     Ok(())
+}
+
+/// `text` with every control character but the line break shown as `?`: strings from the
+/// socket never reach the terminal as escape sequences, whoever holds the socket's name.
+fn printable(text: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(text)
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect::<String>()
+        .into_bytes()
 }
 
 /// Appends `text` as column `index` of `width` characters, cut with `…` if longer.
@@ -548,6 +661,7 @@ mod tests {
             (ago(10_000, 10_000), ago(70_000, 0), ago(86_400_000, 0)),
             ("now".into(), "1m ago".into(), "1d ago".into())
         );
+        assert_eq!(printable("a\u{1b}[2Jb\u{9b}c\n".as_bytes()), b"a?[2Jb?c\n");
         let mut escaped = String::new();
         json_string(&mut escaped, "a\"b\\c\n");
         assert_eq!(escaped, r#""a\"b\\c\u000a""#);

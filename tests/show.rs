@@ -198,3 +198,60 @@ fn per_peer_metrics_count_each_peer_and_turn_off_above_a_thousand_peers() {
     let on = lab.http_get(&c, "127.0.0.1:9478", "/metrics");
     assert_eq!(on.matches("udptun_peer_sent_packets_total{").count(), 1001);
 }
+
+/// A status line as a daemon sends it, with an escape sequence (clear the screen) in the device.
+const HOSTILE_STATUS: &str = r#"{"device":"x\u001b[2J","listen":"0.0.0.0:7777","threads":1,"offloads":{},"version":"v","table":{"source":"file","location":"l","loaded":0,"etag":null,"entries":0,"peers":0}}"#;
+
+#[test]
+fn a_process_holding_the_show_socket_neither_stops_the_tunnel_nor_reaches_the_terminal() {
+    use std::io::Write;
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+
+    let Some(mut lab) = Lab::new("show_socket_squatted") else { return };
+    let a = lab.host("a", "10.100.0.1/24");
+    let b = lab.host("b", "10.100.0.2/24");
+    // Any user of the namespace may bind the name before the daemon starts.
+    let squatter = common::in_netns(&a, || {
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name("udptun/sq").unwrap()).unwrap()
+    });
+    let daemon = lab.udptun(&a, &["-A", "10.100.0.2", "-d", "sq", "--address", "192.168.100.1/24"]);
+    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "sq", "--address", "192.168.100.2/24"]);
+    lab.wait_device(&a, "sq");
+    lab.wait_device(&b, "sq");
+    lab.assert_ping(&a, "192.168.100.2");
+    assert!(
+        lab.log(daemon).contains("udptun show will not work: its socket @udptun/sq is taken"),
+        "{}",
+        lab.log(daemon)
+    );
+
+    // What the squatter answers reaches the terminal without its control characters, and one
+    // that never finishes its answer costs the client its read timeout, not forever.
+    let serve = std::thread::spawn(move || {
+        let (mut first, _) = squatter.accept().unwrap();
+        writeln!(first, "{HOSTILE_STATUS}").unwrap();
+        drop(first);
+        let (mut second, _) = squatter.accept().unwrap();
+        write!(second, "{HOSTILE_STATUS}").unwrap();
+        std::thread::sleep(Duration::from_secs(20));
+    });
+    let shown = show(&lab, &a, &["sq"]);
+    assert!(shown.starts_with("device x?[2J: listening") && !shown.contains('\u{1b}'), "{shown:?}");
+    let started = std::time::Instant::now();
+    let mut client = std::process::Command::new("ip")
+        .args(["netns", "exec", &a, UDPTUN, "show", "sq"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_until(Duration::from_secs(12), || client.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = client.kill();
+    }
+    let output = client.wait_with_output().unwrap();
+    assert!(ended, "udptun show still waits for an answer after 12 s");
+    assert!(!output.status.success() && started.elapsed() >= Duration::from_secs(4));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("device sq"), "{output:?}");
+    drop(serve);
+}
