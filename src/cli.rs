@@ -160,6 +160,11 @@ pub struct Cli {
     #[arg(skip)]
     pub nodes_config: Option<PathBuf>,
 
+    /// The settings (argument ids) the command line or the environment set, over the config
+    /// file's (set by [`parse`]): a reload of the file neither checks nor reports them.
+    #[arg(skip)]
+    pub set_above_config: Vec<String>,
+
     /// Print the man page (roff) and exit.
     #[arg(long, hide = true, exclusive = true)]
     pub generate_man: bool,
@@ -274,6 +279,12 @@ fn parse_from(args: Vec<OsString>) -> Result<Cli> {
         }
         cli.nodes_config = Some(path);
     }
+    cli.set_above_config = Cli::command()
+        .get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| matches!(source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable)))
+        .map(str::to_string)
+        .collect();
     Ok(cli)
 }
 
@@ -459,6 +470,9 @@ mod tests {
         };
         let cli = parse_from(args(&[])).unwrap();
         assert_eq!((cli.nodes_config.as_deref(), cli.mtu), (Some(path.as_path()), Some(1400)));
+        // What the command line sets, the file does not decide: its reloads leave it alone.
+        let cli = parse_from(args(&["--mtu", "1300"])).unwrap();
+        assert_eq!((cli.mtu, cli.set_above_config.contains(&"mtu".to_string())), (Some(1300), true));
         for extra in [["-A", "x"], ["--hosts-file", "h.json"], ["--hosts-url", "http://x/"]] {
             let error = parse_from(args(&extra)).unwrap_err().to_string();
             let expected = format!(

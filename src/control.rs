@@ -250,8 +250,9 @@ pub enum Source {
     /// A hosts file, reloaded on SIGHUP and when it changes.
     File(PathBuf),
     /// The `[nodes]` tables of the config file (`--config`), reloaded as a hosts file is; its
-    /// other settings that changed are reported as needing a restart.
-    Config(PathBuf),
+    /// other settings that changed are reported as needing a restart, but for those the command
+    /// line or the environment set (their argument ids here), which the file does not decide.
+    Config(PathBuf, Vec<String>),
     /// A hosts URL, refetched every interval.
     Url(Box<Fetcher>),
 }
@@ -334,7 +335,7 @@ impl Control {
             start_settings: None,
         };
         let read = control.read_source().map_err(|e| match control.source {
-            Source::File(_) | Source::Config(_) => Failure::Config.mark(e),
+            Source::File(_) | Source::Config(..) => Failure::Config.mark(e),
             Source::Remote(..) | Source::Url(_) => Failure::Temporary.mark(e),
         });
         let (document, version) = read?.context("the first fetch")?;
@@ -354,7 +355,7 @@ impl Control {
         let (kind, etag) = match &self.source {
             Source::Remote(..) => ("remote", None),
             Source::File(_) => ("file", None),
-            Source::Config(_) => ("config", None),
+            Source::Config(..) => ("config", None),
             Source::Url(fetcher) => ("url", fetcher.etag().map(str::to_string)),
         };
         TableOrigin { kind, location: self.origin(), loaded_unix: unix_now(), etag }
@@ -363,7 +364,7 @@ impl Control {
     fn origin(&self) -> String {
         match &self.source {
             Source::Remote(host, _) => format!("-A {host}"),
-            Source::File(path) | Source::Config(path) => path.display().to_string(),
+            Source::File(path) | Source::Config(path, _) => path.display().to_string(),
             Source::Url(fetcher) => fetcher.url().to_string(),
         }
     }
@@ -377,9 +378,9 @@ impl Control {
                 let stamp = stamp(path);
                 Ok(Some((parse(&read_file(path)?, &path.display().to_string())?, Version::Stamp(stamp))))
             }
-            Source::Config(path) => {
+            Source::Config(path, set_above) => {
                 let stamp = stamp(path);
-                let (entries, settings) = read_config(path)?;
+                let (entries, settings) = read_config(path, set_above)?;
                 Ok(Some((Document::Hosts(entries), Version::Config(stamp, settings))))
             }
             Source::Url(fetcher) => match fetcher.fetch()? {
@@ -393,17 +394,18 @@ impl Control {
 
     /// The table of the document marked by `version` is in force.
     fn commit(&mut self, version: Version) {
+        let origin = self.origin();
         match (version, &mut self.source) {
             (Version::Stamp(stamp), _) => self.file_stamp = stamp,
-            (Version::Config(stamp, settings), _) => {
+            (Version::Config(stamp, settings), Source::Config(_, set_above)) => {
                 self.file_stamp = stamp;
                 match &self.start_settings {
                     Some(start) => {
-                        for name in config::changed_settings(start, &settings) {
-                            tracing::warn!(
-                                "`{name}` changed in {}: takes effect after a restart",
-                                self.origin()
-                            );
+                        let decided_here = |name: &&str| !set_above.contains(&name.replace('-', "_"));
+                        for name in
+                            config::changed_settings(start, &settings).into_iter().filter(decided_here)
+                        {
+                            tracing::warn!("`{name}` changed in {origin}: takes effect after a restart");
                         }
                     }
                     None => self.start_settings = Some(settings),
@@ -504,7 +506,7 @@ impl Control {
                 match &mut self.source {
                     Source::Url(fetcher) => fetcher.forget_validators(),
                     // Not reloaded every second while it stays broken, but retried.
-                    Source::File(path) | Source::Config(path) => {
+                    Source::File(path) | Source::Config(path, _) => {
                         self.file_stamp = stamp(path);
                         self.retry = true;
                     }
@@ -538,7 +540,7 @@ impl Control {
     /// The file whose changes reload the table, if the source is one.
     fn watched_file(&self) -> Option<&Path> {
         match &self.source {
-            Source::File(path) | Source::Config(path) => Some(path),
+            Source::File(path) | Source::Config(path, _) => Some(path),
             Source::Remote(..) | Source::Url(_) => None,
         }
     }
@@ -683,13 +685,13 @@ fn read_file(path: &Path) -> Result<String> {
 }
 
 /// Reads the config file's `[nodes]` entries and its other settings, which must still be valid
-/// (else the next start would fail): a file that lost its `[nodes]` is an error too, since the
+/// (else the next start would fail), but for those set above the file (`set_above`): a file that lost its `[nodes]` is an error too, since the
 /// peer source changes only at a restart.
-fn read_config(path: &Path) -> Result<(Vec<Entry>, toml::Table)> {
+fn read_config(path: &Path, set_above: &[String]) -> Result<(Vec<Entry>, toml::Table)> {
     let text = read_file(path)?;
     let origin = path.display().to_string();
     let parsed = config::parse(&text).map_err(|e| anyhow!("{origin}: {e}"))?;
-    crate::cli::config_to_args(&text, &origin, &|_| false)?;
+    crate::cli::config_to_args(&text, &origin, &|id| set_above.iter().any(|s| s == id))?;
     let nodes = parsed.nodes.ok_or_else(|| {
         anyhow!("{origin}: no `[nodes]` tables any more (the peer source changes only at a restart)")
     })?;
@@ -764,15 +766,17 @@ mod tests {
         let origin = path.display().to_string();
         let node = "[nodes.\"10.0.0.2\"]\nhost = \"192.0.2.2\"\n";
         std::fs::write(&path, format!("mtu = 1400\n{node}")).unwrap();
-        let (entries, settings) = read_config(&path).unwrap();
+        let (entries, settings) = read_config(&path, &[]).unwrap();
         assert_eq!((entries.len(), entries[0].port), (1, 7777));
         assert_eq!(settings.get("mtu").and_then(toml::Value::as_integer), Some(1400));
         // A setting the next start would refuse, and a file without [nodes], are broken edits.
         std::fs::write(&path, format!("mtu = 70000\n{node}")).unwrap();
-        let error = read_config(&path).unwrap_err().to_string();
+        let error = read_config(&path, &[]).unwrap_err().to_string();
         assert!(error.starts_with(&format!("{origin}: line 1: `mtu`: invalid value")), "{error}");
+        // Unless the command line or the environment sets it: then the file does not decide it.
+        assert!(read_config(&path, &["mtu".to_string()]).is_ok());
         std::fs::write(&path, "mtu = 1400\n").unwrap();
-        let error = read_config(&path).unwrap_err().to_string();
+        let error = read_config(&path, &[]).unwrap_err().to_string();
         assert!(error.starts_with(&format!("{origin}: no `[nodes]` tables any more")), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -73,7 +73,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     } else if let Some(path) = &cli.hosts_file {
         Source::File(path.clone())
     } else if let Some(path) = &cli.nodes_config {
-        Source::Config(path.clone())
+        Source::Config(path.clone(), cli.set_above_config.clone())
     } else if let Some(url) = &cli.hosts_url {
         let trust = Trust { ca_file: cli.ca_file.as_deref(), ca_path: cli.ca_path.as_deref() };
         let fetcher = Fetcher::new(url, &trust, control::fetch_timeout(cli.hosts_url_interval))

@@ -29,17 +29,19 @@ fn description() -> Roff {
     let mut page = Roff::new();
     section(&mut page, "DESCRIPTION");
     page.text([roman(
-        "udptun creates a TUN device; each IP packet the kernel routes into it is sent, whole and \
-         unchanged, as the payload of one UDP datagram to the real address of the packet's \
-         destination, and each datagram that arrives on its port is checked and written back into \
-         the device. That is the wire format of Linux FOU in direct mode (ip fou add port 7777 \
-         ipproto 4), so udptun interoperates with kernel FOU.",
+        "udptun creates a TUN device; each IP packet the kernel routes into it is sent, whole, as \
+         the payload of one UDP datagram to the real address of the packet's destination, and \
+         each datagram that arrives on its port is checked and written back into the device. That \
+         is the wire format of Linux FOU in direct mode (ip fou add port 7777 ipproto 4), so \
+         udptun interoperates with kernel FOU. The one change it makes to packets is to lower the \
+         MSS option of TCP SYNs to fit the device's MTU (--no-clamp-mss turns that off).",
     )]);
     paragraph(
         &mut page,
         "Where packets go comes from exactly one of: -A, one remote host for a one-to-one tunnel; \
          --hosts-file, a hosts document mapping tunnel addresses and prefixes to real hosts; \
-         --hosts-url, the same document fetched over HTTP(S) and fetched again every interval.",
+         --hosts-url, the same document fetched over HTTP(S) and fetched again every interval; \
+         the [nodes] tables of the config file (see CONFIG FILE).",
     );
     paragraph(
         &mut page,
@@ -155,8 +157,7 @@ fn config_file(page: &mut Roff) {
     );
     verbatim(
         page,
-        r#"remote-address = "peer.example.org"
-device = "udptun0"
+        r#"device = "udptun0"
 address = ["192.168.100.1/24", "fd00::1/64"]
 keepalive = 25
 log-format = "journal"
@@ -194,8 +195,8 @@ fn files(page: &mut Roff) {
     item(page, "/etc/udptun/NAME.toml", "The config file of udptun@NAME.service, one tunnel per file.");
     item(
         page,
-        "the hosts file (--hosts-file)",
-        "Read once set-up is done and privileges are dropped: it must be readable by --user.",
+        "the hosts file (--hosts-file), a config file with [nodes]",
+        "Read (again) once set-up is done and privileges are dropped: it must be readable by --user.",
     );
     item(
         page,
