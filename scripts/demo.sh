@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds udptun and shows it working: two network namespaces joined by a veth pair (the
-# "internet", 10.233.0.0/24), a udptun in each, and a ping across the tunnel (192.168.233.0/24).
+# "internet", 10.233.0.0/24), a udptun in each, a ping across the tunnel (192.168.233.0/24) and
+# what `udptun show` says about it.
 # Everything it creates is removed on exit, also on error or Ctrl-C. Needs root; installs ip and
 # ping if they are missing (scripts/deps.sh demo).
 set -euo pipefail
@@ -25,4 +26,6 @@ lab_addr "$b" udptun 192.168.233.2/24
 
 echo "== ping 192.168.233.2 through the tunnel"
 ip netns exec "$a" ping -c 3 -i 0.2 192.168.233.2
+echo "== udptun show, in the first namespace"
+ip netns exec "$a" "$lab_bin" show
 echo "== the tunnel works; cleaning up"
