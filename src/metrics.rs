@@ -243,7 +243,16 @@ pub fn serve(listener: TcpListener, shared: Arc<Shared>, per_peer: Option<Toggle
     let registry = Arc::new(registry);
     let open = Arc::new(AtomicUsize::new(0));
     thread::Builder::new().name("metrics".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
+        for stream in listener.incoming() {
+            let stream = match stream {
+                Ok(stream) => stream,
+                // Out of descriptors, say: do not spin on it.
+                Err(e) => {
+                    tracing::debug!("metrics: accept: {e}");
+                    thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
             // Past the cap the connection is dropped here, which closes it.
             let Some(slot) = Slot::take(&open) else { continue };
             let registry = registry.clone();
