@@ -1,6 +1,7 @@
 //! udptun: IP packets over UDP in user space, in the Linux FOU direct wire format.
 //!
-//! The pure core (`packet`, `prefix`, `peers`, `hosts`, `config`, `keepalive`, `batch`) decides
+//! The pure core (`packet`, `prefix`, `peers`, `hosts`, `config`, `keepalive`, `batch`,
+//! `signature`) decides
 //! and does no I/O; the edges (`tun`, `udp`, `fetch`, `netlink`, `metrics`) do the I/O;
 //! `control` keeps the peer table current and `datapath` moves packets; `daemon` starts them in
 //! order and waits for signals. The binary (`main.rs`) parses the command line, sets up logging
@@ -25,6 +26,7 @@ pub mod peers;
 pub mod prefix;
 pub mod privileges;
 pub mod show;
+pub mod signature;
 pub mod stats;
 pub mod tun;
 pub mod udp;
