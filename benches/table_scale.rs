@@ -95,7 +95,13 @@ fn main() {
         threads: 2,
         offloads: [("tun", true), ("gso", true), ("gro", true)],
     };
-    let origin = TableOrigin { kind: "file", location: "hosts.json".into(), loaded_unix: 0, etag: None };
+    let origin = TableOrigin {
+        kind: "file",
+        location: "hosts.json".into(),
+        loaded_unix: 0,
+        etag: None,
+        signed_unix: None,
+    };
     let mut answer = Vec::new();
     let start = Instant::now();
     show::write_status(&mut answer, &status, &origin, &table, 1, 1).unwrap();

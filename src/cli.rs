@@ -58,6 +58,20 @@ pub struct Cli {
           value_parser = parse_interval)]
     pub hosts_url_interval: Duration,
 
+    /// minisign public key file (as `minisign -G` writes it): the hosts document (--hosts-file
+    /// or --hosts-url) is applied only if its signature, FILE.minisig or URL.minisig, verifies
+    /// under it and was made no earlier than that of the table in force. Repeatable (or
+    /// comma-separated), to accept a new key beside the old one during a key rotation.
+    #[arg(long, env = "UDPTUN_HOSTS_PUBKEY", value_name = "FILE", value_delimiter = ',')]
+    pub hosts_pubkey: Vec<PathBuf>,
+
+    /// Refuse a signed hosts document whose signature (the `timestamp:` of its trusted comment)
+    /// is older than this: publishers re-sign on a schedule, so nodes cannot be kept on a stale
+    /// table [default: no limit]
+    #[arg(long, env = "UDPTUN_HOSTS_MAX_AGE", value_name = "SECS", value_parser = parse_interval,
+          requires = "hosts_pubkey")]
+    pub hosts_max_age: Option<Duration>,
+
     /// PEM file of CA certificates to trust for HTTPS (instead of the system roots).
     #[arg(long, env = "CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -537,6 +551,31 @@ mod tests {
             error.to_string().starts_with("t.toml: line 1: `log-format`: invalid value 'xml'"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn hosts_pubkeys_are_a_list_and_a_max_age_needs_one() {
+        let cli = parse(&[
+            "--hosts-url",
+            "http://x/",
+            "--hosts-pubkey",
+            "a.pub,b.pub",
+            "--hosts-pubkey",
+            "c.pub",
+            "--hosts-max-age",
+            "3600",
+        ])
+        .unwrap();
+        let keys: Vec<&str> = cli.hosts_pubkey.iter().filter_map(|p| p.to_str()).collect();
+        assert_eq!(
+            (keys, cli.hosts_max_age),
+            (vec!["a.pub", "b.pub", "c.pub"], Some(Duration::from_secs(3600)))
+        );
+        assert_eq!(parse(&["--hosts-url", "http://x/"]).unwrap().hosts_max_age, None);
+        assert!(parse(&["--hosts-url", "http://x/", "--hosts-max-age", "3600"]).is_err());
+        let text = "hosts-pubkey = [\"a.pub\", \"b.pub\"]\nhosts-max-age = 60\n";
+        let args = config_to_args(text, "t.toml", &|_| false).unwrap();
+        assert_eq!(args, ["--hosts-max-age", "60", "--hosts-pubkey", "a.pub", "--hosts-pubkey", "b.pub"]);
     }
 
     #[test]

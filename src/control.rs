@@ -24,6 +24,7 @@ use crate::fetch::{Fetched, Fetcher, MAX_BODY_BYTES};
 use crate::hosts::{self, Entry};
 use crate::keepalive::{self, Key};
 use crate::peers::PeerTable;
+use crate::signature::{self, Policy, Refusal};
 use crate::stats::{self, Shared, TableOrigin};
 use crate::udp;
 
@@ -286,8 +287,14 @@ pub struct Control {
     document: Document,
     /// The last address each host name resolved to, kept when a later lookup fails.
     resolved: Resolved,
-    /// The version of the hosts file whose table is in force (or that last failed).
-    file_stamp: Option<FileStamp>,
+    /// The version of the hosts file (and its signature) whose table is in force (or that last
+    /// failed).
+    file_stamp: Stamps,
+    /// With `--hosts-pubkey`: the keys and the age a document's signature must have.
+    policy: Option<Policy>,
+    /// The signed timestamp of the document whose table is in force (with a policy): an older
+    /// one is refused.
+    signed: Option<u64>,
     /// The last reload failed: try again at the next re-resolution.
     retry: bool,
     /// The config file's other settings as the first table was loaded with them (a
@@ -309,12 +316,27 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     Some(FileStamp { modified: meta.modified().ok(), len: meta.len(), inode: meta.ino() })
 }
 
+/// The stamps of a watched file and, when documents must be signed, of its signature file: a
+/// change to either reloads (a publisher writes the signature after the document).
+type Stamps = [Option<FileStamp>; 2];
+
+fn stamps(path: &Path, signed: bool) -> Stamps {
+    [stamp(path), signed.then(|| stamp(&signature_path(path))).flatten()]
+}
+
+/// Where a hosts file's detached signature is: its name plus `.minisig`.
+fn signature_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(signature::SUFFIX);
+    PathBuf::from(name)
+}
+
 /// What marks a new document as the one in force, once its table is published.
 enum Version {
     None,
-    Stamp(Option<FileStamp>),
+    Stamp(Stamps),
     /// A config file's: its stamp and its other settings.
-    Config(Option<FileStamp>, toml::Table),
+    Config(Stamps, toml::Table),
     Validators(crate::fetch::Validators),
 }
 
@@ -322,15 +344,19 @@ impl Control {
     /// Loads the first table. Any failure here is fatal: there would be nothing to run. A hosts
     /// file that cannot be read or parsed is a configuration error; a hosts URL that fails, or
     /// serves a document that does not load, may pass (its server can be fixed without touching
-    /// this node), as may a name that does not resolve.
-    pub fn start(source: Source, resolver: Resolver) -> Result<(Self, PeerTable)> {
+    /// this node), as may a name that does not resolve. With a `policy` (`--hosts-pubkey`), a
+    /// hosts file or URL is applied only with a signature that it accepts, now and at every
+    /// reload; a refusal is marked as the source's other failures are.
+    pub fn start(source: Source, resolver: Resolver, policy: Option<Policy>) -> Result<(Self, PeerTable)> {
         let document = Document::Hosts(Vec::new());
         let mut control = Self {
             source,
             resolver,
             document,
             resolved: HashMap::new(),
-            file_stamp: None,
+            file_stamp: [None, None],
+            policy,
+            signed: None,
             retry: false,
             start_settings: None,
         };
@@ -338,7 +364,7 @@ impl Control {
             Source::File(_) | Source::Config(..) => Failure::Config.mark(e),
             Source::Remote(..) | Source::Url(_) => Failure::Temporary.mark(e),
         });
-        let (document, version) = read?.context("the first fetch")?;
+        let (document, version, signed) = read?.context("the first fetch")?;
         let (table, resolved) = control.resolve(&document, true).map_err(|e| match control.source {
             // Whatever is wrong in a served document, its server can mend it: a restart may pass.
             Source::Url(_) => Failure::Temporary.mark(e),
@@ -346,7 +372,7 @@ impl Control {
         })?;
         control.document = document;
         control.resolved = resolved;
-        control.commit(version);
+        control.commit(version, signed);
         Ok((control, table))
     }
 
@@ -358,7 +384,7 @@ impl Control {
             Source::Config(..) => ("config", None),
             Source::Url(fetcher) => ("url", fetcher.etag().map(str::to_string)),
         };
-        TableOrigin { kind, location: self.origin(), loaded_unix: unix_now(), etag }
+        TableOrigin { kind, location: self.origin(), loaded_unix: unix_now(), etag, signed_unix: self.signed }
     }
 
     fn origin(&self) -> String {
@@ -369,31 +395,51 @@ impl Control {
         }
     }
 
-    /// Reads the source: a new document and what marks its version, or `None` if the server
-    /// says the one in force is unchanged.
-    fn read_source(&mut self) -> Result<Option<(Document, Version)>> {
+    /// Reads the source: a new document, what marks its version and its signed timestamp (with
+    /// a policy), or `None` if the server says the one in force is unchanged. A signed document
+    /// is checked before it is parsed.
+    fn read_source(&mut self) -> Result<Option<(Document, Version, Option<u64>)>> {
+        let (policy, in_force) = (self.policy.as_ref(), self.signed);
         match &mut self.source {
-            Source::Remote(host, port) => Ok(Some((Document::Remote(host.clone(), *port), Version::None))),
+            Source::Remote(host, port) => {
+                Ok(Some((Document::Remote(host.clone(), *port), Version::None, None)))
+            }
             Source::File(path) => {
-                let stamp = stamp(path);
-                Ok(Some((parse(&read_file(path)?, &path.display().to_string())?, Version::Stamp(stamp))))
+                let stamps = stamps(path, policy.is_some());
+                let origin = path.display().to_string();
+                let text = read_file(path)?;
+                let signed = check_signature(policy, in_force, &origin, &text, || {
+                    let at = signature_path(path);
+                    Ok((at.display().to_string(), read_signature_file(&at)?))
+                })?;
+                Ok(Some((parse(&text, &origin)?, Version::Stamp(stamps), signed)))
             }
             Source::Config(path, set_above) => {
-                let stamp = stamp(path);
+                let stamps = stamps(path, false);
                 let (entries, settings) = read_config(path, set_above)?;
-                Ok(Some((Document::Hosts(entries), Version::Config(stamp, settings))))
+                Ok(Some((Document::Hosts(entries), Version::Config(stamps, settings), None)))
             }
-            Source::Url(fetcher) => match fetcher.fetch()? {
-                Fetched::Unchanged => Ok(None),
-                Fetched::Document(text, validators) => {
-                    Ok(Some((parse(&text, fetcher.url().as_str())?, Version::Validators(validators))))
+            Source::Url(fetcher) => {
+                // A table in force that outlived --hosts-max-age: fetch whole, to see it re-signed.
+                if policy.is_some_and(|policy| policy.outlived(in_force, unix_now())) {
+                    fetcher.forget_validators();
                 }
-            },
+                match fetcher.fetch()? {
+                    Fetched::Unchanged => Ok(None),
+                    Fetched::Document(text, validators) => {
+                        let origin = fetcher.url().to_string();
+                        let signed = check_signature(policy, in_force, &origin, &text, || {
+                            Ok((fetcher.signature_url().to_string(), fetcher.fetch_signature()?))
+                        })?;
+                        Ok(Some((parse(&text, &origin)?, Version::Validators(validators), signed)))
+                    }
+                }
+            }
         }
     }
 
-    /// The table of the document marked by `version` is in force.
-    fn commit(&mut self, version: Version) {
+    /// The table of the document marked by `version`, signed at `signed`, is in force.
+    fn commit(&mut self, version: Version, signed: Option<u64>) {
         let origin = self.origin();
         match (version, &mut self.source) {
             (Version::Stamp(stamp), _) => self.file_stamp = stamp,
@@ -414,6 +460,7 @@ impl Control {
             (Version::Validators(validators), Source::Url(fetcher)) => fetcher.commit(validators),
             _ => {}
         }
+        self.signed = signed;
         self.retry = false;
     }
 
@@ -483,17 +530,18 @@ impl Control {
     fn reload(&mut self, shared: &Shared) {
         let result = self.read_source().and_then(|read| match read {
             None => Ok(None),
-            Some((document, version)) => {
+            Some((document, version, signed)) => {
                 let (table, resolved) = self.resolve(&document, true)?;
-                Ok(Some((document, version, table, resolved)))
+                Ok(Some((document, version, signed, table, resolved)))
             }
         });
         match result {
-            Ok(Some((document, version, table, resolved))) => {
+            Ok(Some((document, version, signed, table, resolved))) => {
                 self.document = document;
                 self.resolved = resolved;
-                self.publish(shared, table, "loaded");
-                self.commit(version);
+                let why = signed.map_or_else(|| "loaded".to_string(), |at| format!("loaded, signed at {at}"));
+                self.publish(shared, table, &why);
+                self.commit(version, signed);
                 shared.origin.store(Arc::new(self.table_origin()));
             }
             Ok(None) => {
@@ -502,12 +550,15 @@ impl Control {
             }
             Err(e) => {
                 shared.stats.load_failures.fetch_add(1, Relaxed);
+                if let Some(refusal) = e.downcast_ref::<Refusal>() {
+                    shared.stats.hosts_refused[refusal.reason as usize].fetch_add(1, Relaxed);
+                }
                 tracing::error!("{e:#}; keeping the previous table");
                 match &mut self.source {
                     Source::Url(fetcher) => fetcher.forget_validators(),
                     // Not reloaded every second while it stays broken, but retried.
                     Source::File(path) | Source::Config(path, _) => {
-                        self.file_stamp = stamp(path);
+                        self.file_stamp = stamps(path, self.policy.is_some());
                         self.retry = true;
                     }
                     Source::Remote(..) => {}
@@ -578,7 +629,7 @@ impl Control {
                 && now >= next_file_check
             {
                 next_file_check = now + FILE_CHECK;
-                if stamp(path) != self.file_stamp {
+                if stamps(path, self.policy.is_some()) != self.file_stamp {
                     tracing::info!("{} changed on disk", path.display());
                     self.reload(&shared);
                 }
@@ -669,6 +720,43 @@ fn unix_micros() -> u64 {
 
 fn parse(text: &str, origin: &str) -> Result<Document> {
     hosts::parse(text).map(Document::Hosts).map_err(|e| anyhow!("{origin}: {e}"))
+}
+
+/// With a `policy`, checks the signature of `text` (from `origin`) against it, with `in_force`
+/// the signed timestamp of the table in force: `read` says where the signature is and gives its
+/// bytes (`None` when there is none). Returns the signed timestamp, or `None` without a policy.
+/// A refusal is a [`Refusal`] under the origin, so that it is counted by its reason.
+fn check_signature(
+    policy: Option<&Policy>,
+    in_force: Option<u64>,
+    origin: &str,
+    text: &str,
+    read: impl FnOnce() -> Result<(String, Option<Vec<u8>>)>,
+) -> Result<Option<u64>> {
+    let Some(policy) = policy else { return Ok(None) };
+    let (at, signature) = read()?;
+    let signed = policy
+        .check(text.as_bytes(), signature.as_deref(), &at, in_force, unix_now())
+        .map_err(|refusal| anyhow::Error::new(refusal).context(origin.to_string()))?;
+    Ok(Some(signed))
+}
+
+/// Reads a small file (a signature or a public key): at most one byte more than
+/// [`signature::MAX_FILE_BYTES`], so that a larger one is refused without being read whole.
+pub fn read_small_file(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(signature::MAX_FILE_BYTES as u64 + 1).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Reads a hosts file's signature file, `None` if there is none.
+fn read_signature_file(path: &Path) -> Result<Option<Vec<u8>>> {
+    match read_small_file(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(path.display().to_string())),
+    }
 }
 
 /// Reads a hosts or config file, refusing one larger than a hosts URL may be (bounded memory).
@@ -778,6 +866,43 @@ mod tests {
         std::fs::write(&path, "mtu = 1400\n").unwrap();
         let error = read_config(&path, &[]).unwrap_err().to_string();
         assert!(error.starts_with(&format!("{origin}: no `[nodes]` tables any more")), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_refusal_is_told_under_the_origin_and_keeps_its_reason() {
+        let no_key = Policy::new(Vec::new(), None);
+        let read = || Ok(("https://h/x.json.minisig".to_string(), None));
+        let error = check_signature(Some(&no_key), None, "https://h/x.json", "{}", read).unwrap_err();
+        assert_eq!(
+            format!("{error:#}"),
+            "https://h/x.json: refused: no signature at https://h/x.json.minisig"
+        );
+        assert_eq!(error.downcast_ref::<Refusal>().map(|r| r.reason), Some(signature::Reason::Signature));
+        // Without a policy nothing is read.
+        let unread = || -> Result<(String, Option<Vec<u8>>)> { panic!("read without a policy") };
+        assert_eq!(check_signature(None, None, "x", "{}", unread).unwrap(), None);
+        // A signature that cannot be read is a failure, not a refusal.
+        let failed = || Err(anyhow!("x.minisig: Permission denied"));
+        let error = check_signature(Some(&no_key), None, "x", "{}", failed).unwrap_err();
+        assert!(error.downcast_ref::<Refusal>().is_none(), "{error:#}");
+    }
+
+    #[test]
+    fn a_hosts_files_signature_is_beside_it_and_its_changes_are_seen() {
+        let dir = std::env::temp_dir().join(format!("udptun-stamps-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hosts.json");
+        assert_eq!(signature_path(&path), dir.join("hosts.json.minisig"));
+        std::fs::write(&path, "{}").unwrap();
+        let before = stamps(&path, true);
+        assert_eq!(before[1], None);
+        assert_eq!(read_signature_file(&signature_path(&path)).unwrap(), None);
+        std::fs::write(signature_path(&path), "x".repeat(10_000)).unwrap();
+        assert_ne!(stamps(&path, true), before, "a new signature file is a change");
+        assert_eq!(stamps(&path, false), [before[0], None], "unsigned, it is not watched");
+        let read = read_signature_file(&signature_path(&path)).unwrap().unwrap();
+        assert_eq!(read.len(), signature::MAX_FILE_BYTES + 1, "read no further than needed to refuse it");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

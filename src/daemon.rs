@@ -7,7 +7,7 @@
 //! an exit status. See ARCHITECTURE.md.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -24,6 +24,7 @@ use crate::fetch::{Fetcher, Trust};
 use crate::keepalive::{self, Key};
 use crate::netlink::Netlink;
 use crate::peers::Roaming;
+use crate::signature::{self, Policy};
 use crate::stats::{self, Shared};
 use crate::{metrics, privileges, show, tun, udp};
 
@@ -68,6 +69,10 @@ pub fn run(cli: &Cli) -> Result<()> {
             cli.roam_hold.as_secs_f64()
         );
     }
+    let policy = match cli.hosts_pubkey.as_slice() {
+        [] => None,
+        paths => Some(Policy::new(read_public_keys(paths)?, cli.hosts_max_age)),
+    };
     let source = if let Some(host) = &cli.remote_address {
         Source::Remote(host.clone(), cli.remote_port)
     } else if let Some(path) = &cli.hosts_file {
@@ -78,6 +83,13 @@ pub fn run(cli: &Cli) -> Result<()> {
         let trust = Trust { ca_file: cli.ca_file.as_deref(), ca_path: cli.ca_path.as_deref() };
         let fetcher = Fetcher::new(url, &trust, control::fetch_timeout(cli.hosts_url_interval))
             .map_err(|e| Failure::Config.mark(e))?;
+        if fetcher.is_plain_http() && policy.is_none() {
+            tracing::warn!(
+                "{}: plain http: anyone on the path can rewrite the peer table; use https or \
+                 --hosts-pubkey",
+                fetcher.url()
+            );
+        }
         Source::Url(Box::new(fetcher))
     } else {
         // cli::parse requires one; a library caller may not have gone through it.
@@ -85,6 +97,12 @@ pub fn run(cli: &Cli) -> Result<()> {
             "no peers: give -A, --hosts-file, --hosts-url or [nodes] in the config file"
         )));
     };
+
+    if policy.is_some() && !matches!(source, Source::File(_) | Source::Url(_)) {
+        return Err(Failure::Config.mark(anyhow::anyhow!(
+            "--hosts-pubkey: only a hosts document is signed (--hosts-file or --hosts-url), not -A or [nodes]"
+        )));
+    }
 
     // Set-up, the only part that needs privileges: sockets, device, addresses, routes.
     let threads = match cli.threads {
@@ -153,7 +171,7 @@ pub fn run(cli: &Cli) -> Result<()> {
 
     // The first table must load, or there is nothing to run (a supervisor will retry).
     let resolver = Resolver::new(family, cli.resolve_timeout)?;
-    let (control, table) = Control::start(source, resolver)?;
+    let (control, table) = Control::start(source, resolver, policy)?;
     control::release_free_memory();
     tracing::info!(
         "device {} (mtu {}), listening on {local}, {threads} thread(s), offloads: tun {}, gso {gso}, gro {gro}",
@@ -256,6 +274,20 @@ pub fn new_key() -> std::io::Result<Key> {
 fn read_key(path: &Path) -> Result<Key> {
     let text = std::fs::read_to_string(path).with_context(|| format!("--key {}", path.display()))?;
     Key::parse(&text).map_err(|e| anyhow::anyhow!("--key {}: {e}", path.display()))
+}
+
+/// Reads the minisign public keys of `--hosts-pubkey` (before privileges are dropped, as the
+/// other key files are); any that is missing or is no key is a configuration error.
+fn read_public_keys(paths: &[PathBuf]) -> Result<Vec<minisign_verify::PublicKey>> {
+    paths
+        .iter()
+        .map(|path| {
+            let origin = format!("--hosts-pubkey {}", path.display());
+            let bytes = control::read_small_file(path).with_context(|| origin.clone())?;
+            signature::parse_public_key(&bytes, &origin).map_err(anyhow::Error::msg)
+        })
+        .collect::<Result<_>>()
+        .map_err(|e| Failure::Config.mark(e))
 }
 
 /// How authenticated keepalives name this node: its first tunnel address (`--address`), which

@@ -2,6 +2,7 @@
 //! certificate checked against the system roots or the operator's CA file or directory.
 
 use std::fs;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use url::Url;
+
+use crate::signature;
 
 /// Redirects followed before giving up (the original's limit).
 const MAX_REDIRECTS: usize = 10;
@@ -29,6 +32,8 @@ pub struct Trust<'a> {
 pub struct Fetcher {
     agent: ureq::Agent,
     url: Url,
+    /// Where the document's detached signature is: `url` with `.minisig` added to its path.
+    signature_url: Url,
     timeout: Duration,
     /// The validators of the document in force: committed only once its table is published.
     committed: Validators,
@@ -71,10 +76,10 @@ impl Fetcher {
             .user_agent(concat!("udptun/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
-        if url.scheme() == "http" {
-            tracing::warn!("{url}: plain http: anyone on the path can rewrite the peer table; use https");
-        }
-        Ok(Self { agent, url, timeout, committed: Validators::default() })
+        let mut signature_url = url.clone();
+        signature_url.set_path(&format!("{}{}", url.path(), signature::SUFFIX));
+        signature_url.set_fragment(None);
+        Ok(Self { agent, url, signature_url, timeout, committed: Validators::default() })
     }
 
     /// The URL fetched.
@@ -82,33 +87,86 @@ impl Fetcher {
         &self.url
     }
 
+    /// Whether the document travels over plain http, where anyone on the path can change it.
+    pub fn is_plain_http(&self) -> bool {
+        self.url.scheme() == "http"
+    }
+
     /// Fetches the document, following up to ten redirects but never from https to http, all
     /// within one deadline.
     pub fn fetch(&mut self) -> Result<Fetched> {
-        let deadline = Instant::now() + self.timeout;
         let sent_validators = !self.committed.is_empty();
-        let mut url = self.url.clone();
+        let (url, mut response) = self.get(&self.url, &self.committed)?;
+        let status = response.status();
+        if status.as_u16() == 304 {
+            if !sent_validators {
+                bail!("{url}: HTTP 304 Not Modified to a request that named no version");
+            }
+            return Ok(Fetched::Unchanged);
+        }
+        if !status.is_success() {
+            bail!("{url}: HTTP {status}");
+        }
+        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+        let validators = Validators { etag: header("etag"), last_modified: header("last-modified") };
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY_BYTES)
+            .read_to_string()
+            .map_err(|e| anyhow!("{url}: {}", describe(&e)))?;
+        Ok(Fetched::Document(body, validators))
+    }
+
+    /// Fetches the document's detached signature, the URL with [`signature::SUFFIX`] added to
+    /// its path, whole (no validators: it is small, and must match the document just fetched),
+    /// under the same rules and deadline as the document. `None` if the server has none (404,
+    /// 410); otherwise at most one byte more than a signature may be, for the caller to refuse.
+    pub fn fetch_signature(&self) -> Result<Option<Vec<u8>>> {
+        let (url, mut response) = self.get(&self.signature_url, &Validators::default())?;
+        let status = response.status();
+        if matches!(status.as_u16(), 404 | 410) {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            bail!("{url}: HTTP {status}");
+        }
+        let mut bytes = Vec::new();
+        response
+            .body_mut()
+            .as_reader()
+            .take(signature::MAX_FILE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("{url}"))?;
+        Ok(Some(bytes))
+    }
+
+    /// Where the document's signature is fetched from.
+    pub fn signature_url(&self) -> &Url {
+        &self.signature_url
+    }
+
+    /// GETs `start`, following up to ten redirects but never from https to http, all within
+    /// one deadline, sending `validators`; returns the URL that answered and its answer, which
+    /// is not a redirect.
+    fn get(&self, start: &Url, validators: &Validators) -> Result<(Url, ureq::http::Response<ureq::Body>)> {
+        let deadline = Instant::now() + self.timeout;
+        let mut url = start.clone();
         for _ in 0..=MAX_REDIRECTS {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                bail!("{}: timed out after {:?} (redirects included)", self.url, self.timeout);
+                bail!("{start}: timed out after {:?} (redirects included)", self.timeout);
             }
             let mut request = self.agent.get(url.as_str()).config().timeout_global(Some(remaining)).build();
-            if let Some(etag) = &self.committed.etag {
+            if let Some(etag) = &validators.etag {
                 request = request.header("If-None-Match", etag);
             }
-            if let Some(date) = &self.committed.last_modified {
+            if let Some(date) = &validators.last_modified {
                 request = request.header("If-Modified-Since", date);
             }
-            let mut response = request.call().map_err(|e| anyhow!("{url}: {}", describe(&e)))?;
+            let response = request.call().map_err(|e| anyhow!("{url}: {}", describe(&e)))?;
             let status = response.status();
-            if status.as_u16() == 304 {
-                if !sent_validators {
-                    bail!("{url}: HTTP 304 Not Modified to a request that named no version");
-                }
-                return Ok(Fetched::Unchanged);
-            }
-            if status.is_redirection() {
+            if status.is_redirection() && status.as_u16() != 304 {
                 let location = response
                     .headers()
                     .get("location")
@@ -122,20 +180,9 @@ impl Fetcher {
                 url = next;
                 continue;
             }
-            if !status.is_success() {
-                bail!("{url}: HTTP {status}");
-            }
-            let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
-            let validators = Validators { etag: header("etag"), last_modified: header("last-modified") };
-            let body = response
-                .body_mut()
-                .with_config()
-                .limit(MAX_BODY_BYTES)
-                .read_to_string()
-                .map_err(|e| anyhow!("{url}: {}", describe(&e)))?;
-            return Ok(Fetched::Document(body, validators));
+            return Ok((url, response));
         }
-        bail!("{}: more than {MAX_REDIRECTS} redirects", self.url)
+        bail!("{start}: more than {MAX_REDIRECTS} redirects")
     }
 
     /// The table built from the document these validators came with is in force: later fetches
@@ -208,4 +255,21 @@ fn read_pem_certs(path: &Path) -> Result<Vec<Certificate<'static>>> {
         bail!("{}: no PEM certificates found", path.display());
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_at_the_documents_path_plus_minisig() {
+        let fetcher =
+            Fetcher::new("http://h:8080/o/hosts.json?v=2#top", &Trust::default(), Duration::from_secs(1))
+                .unwrap();
+        assert_eq!(fetcher.signature_url().as_str(), "http://h:8080/o/hosts.json.minisig?v=2");
+        assert!(fetcher.is_plain_http());
+        let fetcher = Fetcher::new("https://h/", &Trust::default(), Duration::from_secs(1)).unwrap();
+        assert_eq!(fetcher.signature_url().as_str(), "https://h/.minisig");
+        assert!(!fetcher.is_plain_http());
+    }
 }

@@ -24,6 +24,7 @@ use prometheus_client::registry::Registry;
 use crate::cli::Toggle;
 use crate::control::unix_now_ms;
 use crate::peers::PeerTable;
+use crate::signature::Reason;
 use crate::stats::{DropReason, KeepaliveRefusal, Shared, Traffic, clock_ms};
 
 /// How long one connection may take, from accept to the last byte of the answer, reads and
@@ -144,6 +145,24 @@ impl Collector for StatsCollector {
             "Hosts reloads or fetches that failed.",
             load(&stats.load_failures),
         )?;
+        let refused: Vec<(&str, &str, u64)> = Reason::ALL
+            .iter()
+            .map(|&reason| ("reason", reason.name(), load(&stats.hosts_refused[reason as usize])))
+            .collect();
+        counter(
+            &mut encoder,
+            "udptun_hosts_refused",
+            "Hosts documents refused by --hosts-pubkey or --hosts-max-age, by reason.",
+            &refused,
+        )?;
+        if let Some(signed) = self.shared.origin.load().signed_unix {
+            gauge(
+                &mut encoder,
+                "udptun_hosts_signed_timestamp_seconds",
+                "The signed timestamp of the hosts document whose table is in force.",
+                i64::try_from(signed).unwrap_or(i64::MAX),
+            )?;
+        }
         let table = self.shared.table.load();
         gauge(&mut encoder, "udptun_peers", "Distinct peers in the table.", table.peer_count() as i64)?;
         gauge(

@@ -183,6 +183,13 @@ pub fn write_status(
         Some(etag) => json_string(&mut line, etag),
         None => line.push_str("null"),
     }
+    line.push_str(",\"signed\":");
+    match origin.signed_unix {
+        Some(signed) => {
+            let _ = write!(line, "{signed}");
+        }
+        None => line.push_str("null"),
+    }
     let _ = writeln!(line, ",\"entries\":{},\"peers\":{}}}}}", table.entry_count(), table.peer_count());
     out.write_all(line.as_bytes())?;
 
@@ -406,9 +413,13 @@ fn print_text(
     )?;
     let table = status.get_object("table").ok_or_else(|| anyhow!("the daemon's status has no table"))?;
     let loaded = number(table, "loaded") as u64;
+    let signed = match table.get("signed").and_then(as_f64) {
+        Some(at) => format!(", signed {}", ago(now_unix_ms, (at as u64).saturating_mul(1000))),
+        None => String::new(),
+    };
     writeln!(
         out,
-        "table: {} {}, loaded {}, etag {}, {} entries, {} peers",
+        "table: {} {}, loaded {}{signed}, etag {}, {} entries, {} peers",
         string(table, "source"),
         string(table, "location"),
         ago(now_unix_ms, loaded.saturating_mul(1000)),
@@ -561,6 +572,10 @@ mod tests {
     }
 
     fn answer_of(table: &PeerTable) -> String {
+        answer_signed(table, None)
+    }
+
+    fn answer_signed(table: &PeerTable, signed_unix: Option<u64>) -> String {
         let status = Status {
             device: "tun\"0".into(),
             listen: "0.0.0.0:7777".parse().unwrap(),
@@ -572,6 +587,7 @@ mod tests {
             location: "https://x/h.json".into(),
             loaded_unix: 1_000,
             etag: Some("\"v1\"".into()),
+            signed_unix,
         };
         let mut out = Vec::new();
         write_status(&mut out, &status, &origin, table, 1_010_000, 5_000).unwrap();
@@ -588,7 +604,7 @@ mod tests {
         let lines: Vec<&str> = answer.lines().collect();
         assert_eq!(lines.len(), 3, "{answer}");
         assert!(lines[0].starts_with(r#"{"device":"tun\"0","listen":"0.0.0.0:7777","threads":2,"offloads":{"tun":true,"gso":false,"gro":true}"#), "{}", lines[0]);
-        assert!(lines[0].ends_with(r#""table":{"source":"url","location":"https://x/h.json","loaded":1000,"etag":"\"v1\"","entries":3,"peers":2}}"#), "{}", lines[0]);
+        assert!(lines[0].ends_with(r#""table":{"source":"url","location":"https://x/h.json","loaded":1000,"etag":"\"v1\"","signed":null,"entries":3,"peers":2}}"#), "{}", lines[0]);
         // Heard 1 s before the answer (5,000 ms → 4,000 ms on the data plane's clock).
         assert_eq!(
             lines[1],
@@ -629,6 +645,17 @@ mod tests {
         );
         assert!(text.contains("10.77.0.0/24 +1    192.0.2.2:7777"), "{text}");
         assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+    }
+
+    #[test]
+    fn the_signed_timestamp_of_the_table_is_shown() {
+        let answer = answer_signed(&overlay(), Some(700));
+        let status = answer.lines().next().unwrap();
+        assert!(status.contains(r#""etag":"\"v1\"","signed":700,"entries":3"#), "{status}");
+        let mut text = Vec::new();
+        print_text(answer.lines().map(|l| Ok(l.to_string())), &mut text, 1_010_000).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("loaded 10s ago, signed 5m ago, etag \"v1\""), "{text}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::peers::PeerTable;
+use crate::signature;
 
 /// What the data plane shares with the control plane and the metrics: the table it reads
 /// and the counters it writes.
@@ -43,6 +44,8 @@ pub struct TableOrigin {
     pub loaded_unix: u64,
     /// The document's ETag, if its server sent one.
     pub etag: Option<String>,
+    /// The signed timestamp of the document (Unix seconds), with `--hosts-pubkey`.
+    pub signed_unix: Option<u64>,
 }
 
 /// Why a packet was dropped. Each reason has its own counter.
@@ -138,6 +141,9 @@ pub struct Stats {
     pub tables_loaded: AtomicU64,
     /// Reloads, fetches or documents that failed (the previous table stayed in force).
     pub load_failures: AtomicU64,
+    /// Documents refused by `--hosts-pubkey` or `--hosts-max-age`, by [`signature::Reason`]
+    /// (each also counts as a load failure).
+    pub hosts_refused: [AtomicU64; signature::Reason::ALL.len()],
     /// When the hosts source last loaded or was confirmed unchanged (Unix seconds).
     pub last_load_unix: AtomicU64,
     /// ICMP errors not sent about unmapped destinations because the rate limit held them back

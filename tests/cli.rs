@@ -374,6 +374,36 @@ fn a_bad_key_file_is_an_error_before_set_up() {
 }
 
 #[test]
+fn a_bad_hosts_pubkey_is_an_error_before_set_up() {
+    let dir = std::env::temp_dir().join(format!("udptun-pubkey-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.pub");
+    std::fs::write(&bad, "untrusted comment: x\nnot base64\n").unwrap();
+    let url = "http://127.0.0.1:9/hosts.json";
+    let out = run(&["--hosts-url", url, "--hosts-pubkey", bad.to_str().unwrap(), "-d", "never"]);
+    assert_eq!(out.status.code(), Some(CONFIG), "{}", stderr(&out));
+    let expected = format!("--hosts-pubkey {}: not a minisign public key", bad.display());
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    let out = run(&["--hosts-url", url, "--hosts-pubkey", "/nonexistent/hosts.pub", "-d", "never"]);
+    assert_eq!(out.status.code(), Some(CONFIG), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--hosts-pubkey /nonexistent/hosts.pub: No such file"), "{}", stderr(&out));
+    // A key, but nothing it could sign.
+    let good = dir.join("good.pub");
+    std::fs::write(
+        &good,
+        "untrusted comment: minisign public key 95480C7DBB34C917\nRWQXyTS7fQxIld4HebWKrr1K6Wqa3/X1izG68R1rxEA+4YD/gf9Fux8s\n",
+    )
+    .unwrap();
+    let out = run(&["-A", "127.0.0.1", "--hosts-pubkey", good.to_str().unwrap(), "-d", "never"]);
+    assert_eq!(out.status.code(), Some(CONFIG), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--hosts-pubkey: only a hosts document is signed"), "{}", stderr(&out));
+    let out = run(&["--hosts-url", url, "--hosts-max-age", "60", "-d", "never"]);
+    assert_eq!(out.status.code(), Some(CONFIG), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--hosts-pubkey"), "{}", stderr(&out));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn a_bad_value_is_a_configuration_error_naming_where_it_came_from() {
     let out = run(&["-A", "127.0.0.1", "--mtu", "10", "-d", "never"]);
     assert_eq!(out.status.code(), Some(CONFIG), "{}", stderr(&out));
