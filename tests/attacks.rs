@@ -444,3 +444,174 @@ fn signals_during_the_first_fetch_are_handled() {
     assert_eq!(lab.wait_exit(da, Duration::from_secs(2)), Some(0), "{}", lab.log(da));
     assert!(lab.log(da).contains("during start-up: exiting"), "{}", lab.log(da));
 }
+
+/// A minisign key pair made by the minisign CLI, without a password, in the lab's directory:
+/// the paths of the public and the secret key.
+fn minisign_keys(lab: &Lab, name: &str) -> (String, String) {
+    let public = lab.dir.join(format!("{name}.pub")).display().to_string();
+    let secret = lab.dir.join(format!("{name}.key")).display().to_string();
+    common::sh(&["minisign", "-G", "-W", "-p", &public, "-s", &secret]);
+    (public, secret)
+}
+
+/// A document and its detached signature, as the minisign CLI made it.
+struct Signed {
+    document: String,
+    signature: String,
+    /// The `timestamp:` of its trusted comment.
+    at: u64,
+}
+
+/// Writes `document` as `name` in the lab's directory and signs it with `secret` (`minisign
+/// -S`), with `comment` as its trusted comment if given (minisign's own otherwise).
+fn minisign_sign(lab: &Lab, secret: &str, name: &str, document: &str, comment: Option<&str>) -> Signed {
+    let path = lab.file(name, document);
+    let mut args = vec!["minisign", "-S", "-s", secret, "-m", &path];
+    args.extend(comment.iter().flat_map(|comment| ["-t", comment]));
+    common::sh(&args);
+    let signature = std::fs::read_to_string(format!("{path}.minisig")).unwrap();
+    let trusted = signature.lines().find_map(|l| l.strip_prefix("trusted comment: ")).unwrap();
+    let digits = trusted.split("timestamp:").nth(1).unwrap();
+    let at = digits[..digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len())].parse().unwrap();
+    Signed { document: document.to_string(), signature, at }
+}
+
+/// Replaces `name` in `dir` at once (a rename), as a careful publisher does.
+fn put(dir: &std::path::Path, name: &str, contents: &str) {
+    let staged = dir.join(format!(".{name}.new"));
+    std::fs::write(&staged, contents).unwrap();
+    std::fs::rename(staged, dir.join(name)).unwrap();
+}
+
+/// Serves `signed` as `hosts.json` and `hosts.json.minisig` in `dir`.
+fn publish(dir: &std::path::Path, signed: &Signed) {
+    put(dir, "hosts.json", &signed.document);
+    put(dir, "hosts.json.minisig", &signed.signature);
+}
+
+#[test]
+fn a_signed_document_is_applied_and_a_changed_or_older_one_is_not() {
+    let Some(mut lab) = Lab::new("a_signed_document_is_applied") else { return };
+    let (public, secret) = minisign_keys(&lab, "hosts");
+    let web = lab.host("web", "10.100.0.80/24");
+    let root = lab.dir.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let v1 = minisign_sign(&lab, &secret, "v1.json", &common::hosts_doc(&[1, 2]), None);
+    publish(&root, &v1);
+    nginx(&mut lab, &web, "10.100.0.80:8080", &root);
+    let a = lab.host("h1", "10.100.0.1/24");
+    let b = lab.host("h2", "10.100.0.2/24");
+    let c = lab.host("h3", "10.100.0.3/24");
+    let metrics = "127.0.0.1:9114";
+    let da = lab.udptun(
+        &a,
+        &[
+            "--hosts-url",
+            "http://10.100.0.80:8080/hosts.json",
+            "--hosts-url-interval",
+            "0.5",
+            "--hosts-pubkey",
+            &public,
+            "-d",
+            "udptun",
+            "--address",
+            "192.168.100.1/24",
+            "--metrics-listen",
+            metrics,
+        ],
+    );
+    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.udptun(&c, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.3/24"]);
+    lab.wait_device(&a, "udptun");
+    // The signed overlay comes up, over plain http with no warning: the signature protects it.
+    lab.assert_ping(&a, "192.168.100.2");
+    assert!(!lab.log(da).contains("plain http"), "{}", lab.log(da));
+    let signed_at = || lab.scrape(&a, metrics, "udptun_hosts_signed_timestamp_seconds");
+    assert_eq!(signed_at(), v1.at);
+    let refused =
+        |reason: &str| lab.scrape(&a, metrics, &format!("udptun_hosts_refused_total{{reason=\"{reason}\"}}"));
+
+    // The document changes on the server without a new signature: refused, the table stays.
+    // (Each version has its own size: nginx's ETag is the size and the second of the change.)
+    put(&root, "hosts.json", &common::hosts_doc(&[1, 2, 3]));
+    assert!(wait_until(Duration::from_secs(5), || refused("signature") > 0), "{}", lab.log(da));
+    let refusal = "hosts.json: refused: signature http://10.100.0.80:8080/hosts.json.minisig: does \
+                   not verify under --hosts-pubkey";
+    assert!(lab.log(da).contains(refusal), "{}", lab.log(da));
+    assert!(!lab.ping(&a, "192.168.100.3"), "the changed document was applied");
+    lab.assert_ping(&a, "192.168.100.2");
+
+    // Signed again (a second later, so its timestamp is later): applied.
+    thread::sleep(Duration::from_millis(1_100));
+    let v2 = minisign_sign(&lab, &secret, "v2.json", &format!("{}\n", common::hosts_doc(&[1, 3])), None);
+    assert!(v2.at > v1.at, "{} then {}", v1.at, v2.at);
+    publish(&root, &v2);
+    lab.assert_ping(&a, "192.168.100.3");
+    assert!(wait_until(Duration::from_secs(5), || signed_at() == v2.at), "{}", lab.log(da));
+    assert!(lab.log(da).contains(&format!("loaded, signed at {}", v2.at)), "{}", lab.log(da));
+
+    // The older genuine document and its signature, served again: refused, the newer table stays.
+    publish(&root, &v1);
+    assert!(wait_until(Duration::from_secs(5), || refused("rollback") > 0), "{}", lab.log(da));
+    let rollback = format!("signed at {}, {} s before the table in force", v1.at, v2.at - v1.at);
+    assert!(lab.log(da).contains(&rollback), "{}", lab.log(da));
+    thread::sleep(Duration::from_secs(1));
+    lab.assert_ping(&a, "192.168.100.3");
+    assert!(!lab.ping(&a, "192.168.100.2"), "the older document was applied");
+    assert_eq!(signed_at(), v2.at);
+    let shown = lab.output(&a, &[common::UDPTUN, "show", "udptun", "--json"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(&format!("\"signed\":{},", v2.at)), "{shown}");
+    assert_eq!(refused("stale"), 0);
+}
+
+#[test]
+fn an_unsigned_document_one_by_another_key_or_signed_long_ago_is_refused_at_start() {
+    let Some(mut lab) = Lab::new("a_document_by_another_key_is_refused_at_start") else { return };
+    let (public, secret) = minisign_keys(&lab, "trusted");
+    let (_, other_secret) = minisign_keys(&lab, "other");
+    let web = lab.host("web", "10.100.0.80/24");
+    let server = HttpServer::start(listen_in(&web, "10.100.0.80:8080"), None);
+    let by_other = minisign_sign(&lab, &other_secret, "other.json", &common::hosts_doc(&[1, 2]), None);
+    server.set("/hosts.json", Reply::ok(&by_other.document));
+    server.set("/hosts.json.minisig", Reply::ok(&by_other.signature));
+    let a = lab.host("a", "10.100.0.1/24");
+    let url = "http://10.100.0.80:8080/hosts.json";
+    let da = lab.udptun(&a, &["--hosts-url", url, "--hosts-pubkey", &public, "-d", "udptun"]);
+    // EX_TEMPFAIL: the server can be mended.
+    assert_eq!(lab.wait_exit(da, Duration::from_secs(10)), Some(75), "{}", lab.log(da));
+    let expected =
+        format!("{url}: refused: signature {url}.minisig: made by another key than --hosts-pubkey's");
+    assert!(lab.log(da).contains(&expected), "{}", lab.log(da));
+
+    // A hosts file: no signature, then one two hours old with --hosts-max-age 3600 (EX_CONFIG:
+    // the file must be signed again), then a fresh one: only that starts.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let file = lab.file("hosts.json", &common::hosts_doc(&[1, 2]));
+    let args = ["--hosts-file", &file, "--hosts-pubkey", &public, "--hosts-max-age", "3600", "-d", "udptun"];
+    let unsigned = lab.udptun(&a, &args);
+    assert_eq!(lab.wait_exit(unsigned, Duration::from_secs(10)), Some(78), "{}", lab.log(unsigned));
+    assert!(
+        lab.log(unsigned).contains(&format!("refused: no signature at {file}.minisig")),
+        "{}",
+        lab.log(unsigned)
+    );
+    let comment = format!("timestamp:{} file:hosts.json", now - 7200);
+    let old = minisign_sign(&lab, &secret, "hosts.json", &common::hosts_doc(&[1, 2]), Some(&comment));
+    assert_eq!(old.at, now - 7200);
+    let stale = lab.udptun(&a, &args);
+    assert_eq!(lab.wait_exit(stale, Duration::from_secs(10)), Some(78), "{}", lab.log(stale));
+    let log = lab.log(stale);
+    let age: u64 = log
+        .split(&format!("{file}: refused: signed "))
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no age in: {log}"));
+    assert!((7200..7210).contains(&age), "{log}");
+    let expected = format!("s ago (at {}), longer ago than --hosts-max-age 3600 s", old.at);
+    assert!(log.contains(&expected), "{log}");
+    minisign_sign(&lab, &secret, "hosts.json", &common::hosts_doc(&[1, 2]), None);
+    let fresh = lab.udptun(&a, &args);
+    let started = wait_until(Duration::from_secs(10), || lab.log(fresh).contains("listening on"));
+    assert!(started && lab.running(fresh), "{}", lab.log(fresh));
+}
