@@ -137,6 +137,17 @@ fn hosts_document(page: &mut Roff) {
          once on SIGHUP. Once running, a document that does not load, a fetch that fails or a name \
          that does not resolve when a document loads keeps the table in force and is logged.",
     );
+    paragraph(
+        page,
+        "With --hosts-pubkey, a document is applied only with a minisign signature by that key \
+         (minisign -S -m hosts.json writes hosts.json.minisig): FILE.minisig beside a hosts file, \
+         the URL with .minisig added to its path for a hosts URL. A document with no signature, a \
+         bad one or one by another key is refused; so is one whose signed timestamp (the \
+         timestamp: of the trusted comment) is earlier than that of the table in force (a \
+         rollback), or older than --hosts-max-age. The table in force then stays and the log says \
+         why; at start-up it is an error. The last timestamp is not kept across a restart: \
+         --hosts-max-age bounds how old a document a restarted node accepts.",
+    );
 }
 
 fn config_file(page: &mut Roff) {
@@ -205,6 +216,12 @@ fn files(page: &mut Roff) {
     );
     item(
         page,
+        "the public key files (--hosts-pubkey), FILE.minisig",
+        "minisign public keys (minisign -G), read before set-up; the detached signature of a \
+         hosts file, read with it.",
+    );
+    item(
+        page,
         "/dev/net/tun",
         "The TUN clone device; udptun needs CAP_NET_ADMIN to create a device with it.",
     );
@@ -256,14 +273,15 @@ fn exit_status(page: &mut Roff) {
         &format!("{} (EX_TEMPFAIL)", exit::TEMPFAIL),
         "A start-up failure that may pass by itself: a peer's name that does not resolve (yet), a \
          hosts URL that cannot be fetched, answers with an HTTP error, or serves a document that \
-         does not load (its server can be mended without touching this node).",
+         does not load or whose signature is refused (its server can be mended without touching \
+         this node).",
     );
     item(
         page,
         &format!("{} (EX_CONFIG)", exit::CONFIG),
         "The configuration is wrong and no restart can fix it: a bad flag or value on the command \
          line, in the environment or in the config file; a config, hosts or key file that is \
-         missing or does not parse; an unknown --user or --group; a --hosts-url that is not an \
+         missing or does not parse; a hosts file whose signature is refused; an unknown --user or --group; a --hosts-url that is not an \
          http(s) URL or a CA file that cannot be read; a peer address of a family the socket \
          cannot reach.",
     );
