@@ -1,8 +1,9 @@
 //! The control plane: turns the configured peer source (one remote, a hosts file, the config
 //! file's `[nodes]`, a hosts URL) into a [`PeerTable`] and keeps it current: reloads on SIGHUP
 //! and when the file changes, refetches the URL and re-resolves host names. Each new table is
-//! published whole; a source that fails once running leaves the last good table in force. Keepalives run on a thread of
-//! their own and name lookups on a pool, so that nothing slow here delays what has a deadline.
+//! published whole; a source that fails once running leaves the last good table in force.
+//! Keepalives run on a thread of their own and name lookups on a pool, so that nothing slow here
+//! delays what has a deadline.
 
 use std::collections::HashMap;
 use std::io;
@@ -773,8 +774,8 @@ fn read_file(path: &Path) -> Result<String> {
 }
 
 /// Reads the config file's `[nodes]` entries and its other settings, which must still be valid
-/// (else the next start would fail), but for those set above the file (`set_above`): a file that lost its `[nodes]` is an error too, since the
-/// peer source changes only at a restart.
+/// (else the next start would fail), but for those set above the file (`set_above`): a file
+/// that lost its `[nodes]` is an error too, since the peer source changes only at a restart.
 fn read_config(path: &Path, set_above: &[String]) -> Result<(Vec<Entry>, toml::Table)> {
     let text = read_file(path)?;
     let origin = path.display().to_string();
