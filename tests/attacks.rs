@@ -76,10 +76,7 @@ fn a_neighbour_on_the_peers_ip_cannot_take_its_traffic() {
     let a_args =
         ["-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24", "--metrics-listen", metrics];
     let da = lab.udptun(&a, &a_args);
-    lab.udptun(
-        &b,
-        &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24", "--keepalive", "3"],
-    );
+    lab.spoke(&b, 2, &["--keepalive", "3"]);
     lab.wait_device(&a, "udptun");
     lab.wait_device(&b, "udptun");
     lab.assert_ping(&a, "192.168.100.2");
@@ -115,8 +112,8 @@ fn a_peer_that_moves_to_a_new_port_is_followed_once_the_hold_is_over() {
         &a,
         &["-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24", "--roam-hold", "3"],
     );
-    let b_args = ["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24", "--keepalive", "0.5"];
-    let db = lab.udptun(&b, &b_args);
+    let b_extra = ["--keepalive", "0.5"];
+    let db = lab.spoke(&b, 2, &b_extra);
     lab.wait_device(&a, "udptun");
     lab.wait_device(&b, "udptun");
     lab.assert_ping(&a, "192.168.100.2");
@@ -124,7 +121,7 @@ fn a_peer_that_moves_to_a_new_port_is_followed_once_the_hold_is_over() {
     // b restarts on another port (as after a NAT rebinding): silent at the old one from now on.
     lab.stop(db);
     let silent_since = Instant::now();
-    lab.udptun(&b, &[&b_args[..], &["-p", "7779"]].concat());
+    lab.spoke(&b, 2, &[&b_extra[..], &["-p", "7779"]].concat());
     let moved = "is now reached at 10.100.0.2:7779";
     assert!(wait_until(Duration::from_secs(10), || lab.log(da).contains(moved)), "{}", lab.all_logs());
     let followed_after = silent_since.elapsed();
@@ -164,19 +161,8 @@ fn with_a_key_only_the_peer_moves_itself_and_at_once() {
             "60",
         ],
     );
-    let b_args = [
-        "-A",
-        "10.100.0.1",
-        "-d",
-        "udptun",
-        "--address",
-        "192.168.100.2/24",
-        "--key",
-        &key_file,
-        "--keepalive",
-        "0.5",
-    ];
-    let db = lab.udptun(&b, &b_args);
+    let b_extra = ["--key", key_file.as_str(), "--keepalive", "0.5"];
+    let db = lab.spoke(&b, 2, &b_extra);
     lab.wait_device(&a, "udptun");
     lab.wait_device(&b, "udptun");
     lab.assert_ping(&a, "192.168.100.2");
@@ -210,7 +196,7 @@ fn with_a_key_only_the_peer_moves_itself_and_at_once() {
     // 60 s hold.
     lab.stop(db);
     let restarted = Instant::now();
-    lab.udptun(&b, &[&b_args[..], &["-p", "7779"]].concat());
+    lab.spoke(&b, 2, &[&b_extra[..], &["-p", "7779"]].concat());
     let moved = "is now reached at 10.100.0.2:7779 (authenticated)";
     assert!(wait_until(Duration::from_secs(5), || lab.log(da).contains(moved)), "{}", lab.all_logs());
     assert!(restarted.elapsed() < Duration::from_secs(3), "followed after {:?}", restarted.elapsed());
@@ -314,8 +300,8 @@ fn a_document_that_failed_once_is_applied_once_it_works() {
             metrics,
         ],
     );
-    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
-    lab.udptun(&c, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.3/24"]);
+    lab.spoke(&b, 2, &[]);
+    lab.spoke(&c, 3, &[]);
     lab.wait_device(&a, "udptun");
     lab.assert_ping(&a, "192.168.100.2");
     let conditional = wait_until(Duration::from_secs(5), || lab.log(da).contains("unchanged"));
@@ -362,8 +348,8 @@ fn a_hosts_file_that_failed_once_is_applied_once_it_works() {
             "192.168.100.1/24",
         ],
     );
-    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
-    lab.udptun(&c, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.3/24"]);
+    lab.spoke(&b, 2, &[]);
+    lab.spoke(&c, 3, &[]);
     lab.wait_device(&a, "udptun");
     lab.assert_ping(&a, "192.168.100.2");
 
@@ -520,8 +506,8 @@ fn a_signed_document_is_applied_and_a_changed_or_older_one_is_not() {
             metrics,
         ],
     );
-    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
-    lab.udptun(&c, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.3/24"]);
+    lab.spoke(&b, 2, &[]);
+    lab.spoke(&c, 3, &[]);
     lab.wait_device(&a, "udptun");
     // The signed overlay comes up, over plain http with no warning: the signature protects it.
     lab.assert_ping(&a, "192.168.100.2");

@@ -19,7 +19,7 @@ fn traffic_resumes_within_a_second_of_the_peer_coming_back() {
     assert!(dead, "the killed peer's device is still there");
     assert!(!lab.ping(&a, "192.168.100.2"));
 
-    let restarted = lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    let restarted = lab.spoke(&b, 2, &[]);
     // Measured from the moment the restarted peer says it is listening (device set up).
     assert!(
         wait_until(Duration::from_secs(10), || lab.log(restarted).contains("listening on")),

@@ -384,7 +384,7 @@ fn sighup_refetches_the_hosts_url_at_once() {
             "192.168.100.1/24",
         ],
     );
-    lab.udptun(&h3, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.3/24"]);
+    lab.spoke(&h3, 3, &[]);
     lab.wait_device(&h1, "udptun");
     lab.wait_device(&h3, "udptun");
     assert_eq!(server.hits("/hosts.json"), 1);
@@ -428,13 +428,13 @@ fn a_peer_whose_address_changes_is_found_again() {
             "0.5",
         ],
     );
-    let first = lab.udptun(&old, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    let first = lab.spoke(&old, 2, &[]);
     lab.wait_device(&a, "udptun");
     lab.assert_ping(&a, "192.168.100.2");
 
     // The peer moves to another address; DNS (here /etc/hosts) follows.
     lab.stop(first);
-    lab.udptun(&new, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.spoke(&new, 2, &[]);
     lab.etc_hosts(&a, "10.100.0.3 peer.test\n");
     lab.assert_ping(&a, "192.168.100.2");
 
@@ -470,7 +470,7 @@ fn privileges_are_dropped_and_reloads_still_work() {
             "nogroup",
         ],
     );
-    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.spoke(&b, 2, &[]);
     lab.wait_device(&a, "udptun");
     assert!(
         wait_until(Duration::from_secs(5), || lab.log(da).contains("now running as uid 65534")),
@@ -507,7 +507,7 @@ fn a_config_file_sets_flags_and_the_command_line_wins() {
          address = [\"192.168.100.1/24\"]\nresolve-interval = 30\naccept-any-source = false\n",
     );
     lab.udptun(&a, &["--config", &config, "--mtu", "1280"]);
-    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.spoke(&b, 2, &[]);
     lab.wait_device(&a, "udptun");
     lab.assert_ping(&a, "192.168.100.2");
     let link = lab.exec(&a, &["ip", "link", "show", "udptun"]);
@@ -622,10 +622,7 @@ fn after_dropping_privileges_fetches_lookups_and_metrics_keep_working() {
             metrics,
         ],
     );
-    let first = lab.udptun(
-        &old,
-        &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24", "--keepalive", "0.2"],
-    );
+    let first = lab.spoke(&old, 2, &["--keepalive", "0.2"]);
     lab.wait_device(&a, "udptun");
     assert!(wait_until(Duration::from_secs(5), || lab.log(da).contains("now running as uid 65534")));
     let status = common::daemon_status(&a);
@@ -643,7 +640,7 @@ fn after_dropping_privileges_fetches_lookups_and_metrics_keep_working() {
 
     // Re-resolution as uid 65534: the peer moves, its name follows.
     lab.stop(first);
-    lab.udptun(&new, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.spoke(&new, 2, &[]);
     lab.etc_hosts(&a, "10.100.0.3 peer.test\n");
     lab.assert_ping(&a, "192.168.100.2");
 

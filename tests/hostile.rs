@@ -63,8 +63,8 @@ fn a_hostile_hosts_server_changes_nothing_but_the_log() {
             metrics,
         ],
     );
-    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
-    lab.udptun(&d, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.4/24"]);
+    lab.spoke(&b, 2, &[]);
+    lab.spoke(&d, 4, &[]);
     lab.wait_device(&a, "udptun");
     lab.assert_ping(&a, "192.168.100.2");
     lab.assert_ping(&a, "192.168.100.4");
@@ -195,7 +195,7 @@ fn a_document_padded_to_near_the_cap_loads_in_bounded_memory() {
             "192.168.100.1/24",
         ],
     );
-    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.spoke(&b, 2, &[]);
     lab.wait_device(&a, "udptun");
     lab.wait_sighup_handler(&a);
     assert!(!lab.ping(&a, "192.168.100.2"), "host 2 is not in the first table");

@@ -94,7 +94,7 @@ fn an_ipv6_socket_reaches_ipv4_peers() {
     lab.enable_ipv6(&a);
     let da =
         lab.udptun(&a, &["-a", "::", "-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24"]);
-    lab.udptun(&b, &["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"]);
+    lab.spoke(&b, 2, &[]);
     lab.wait_device(&a, "udptun");
     lab.wait_device(&b, "udptun");
     assert!(lab.log(da).contains("listening on [::]:7777"), "{}", lab.log(da));

@@ -260,6 +260,13 @@ impl Lab {
         self.spawn(ns, &[&udptun_binary()], args)
     }
 
+    /// Starts a spoke in `ns`: a one-to-one udptun (plus `extra` flags) toward the hub at
+    /// 10.100.0.1, as device `udptun` with the address 192.168.100.`host`/24.
+    pub fn spoke(&mut self, ns: &str, host: u8, extra: &[&str]) -> usize {
+        let address = format!("192.168.100.{host}/24");
+        self.udptun(ns, &[&["-A", "10.100.0.1", "-d", "udptun", "--address", &address], extra].concat())
+    }
+
     /// Starts udptun in `ns` with `args` and the environment variables `env`.
     pub fn udptun_env(&mut self, ns: &str, env: &[(&str, &str)], args: &[&str]) -> usize {
         self.spawn_env(ns, env, &[&udptun_binary()], args)
@@ -366,10 +373,7 @@ impl Lab {
             &a,
             &[&["-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24"], extra].concat(),
         );
-        let db = self.udptun(
-            &b,
-            &[&["-A", "10.100.0.1", "-d", "udptun", "--address", "192.168.100.2/24"], extra].concat(),
-        );
+        let db = self.spoke(&b, 2, extra);
         self.wait_device(&a, "udptun");
         self.wait_device(&b, "udptun");
         self.assert_ping(&a, "192.168.100.2");
