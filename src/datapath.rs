@@ -576,8 +576,7 @@ fn authenticated_keepalive(
                     );
                     return;
                 }
-                KeepaliveOutcome::Replayed => KeepaliveRefusal::Replayed,
-                KeepaliveOutcome::UnknownSender => KeepaliveRefusal::UnknownSender,
+                KeepaliveOutcome::Refused(refusal) => refusal,
             }
         }
     };

@@ -8,9 +8,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
 
-use crate::packet;
+use crate::keepalive::{self, Key};
+use crate::packet::{self, Malformed};
 use crate::prefix::{Prefix, PrefixMap};
-use crate::stats::Traffic;
+use crate::stats::{KeepaliveRefusal, Traffic};
 
 /// A peer's real address, the source port it was last seen sending from when a NAT between
 /// it and us rewrote its configured port, and when it was last heard there.
@@ -173,10 +174,36 @@ pub enum KeepaliveOutcome {
         /// Where replies go now.
         now: SocketAddr,
     },
-    /// Its counter is not above the last one accepted from that peer.
-    Replayed,
-    /// No peer at its source IP has the tunnel address it names.
-    UnknownSender,
+    /// Refused (forged, replayed, from an unknown sender, or no key to check it with).
+    Refused(KeepaliveRefusal),
+}
+
+/// What one datagram received from the UDP socket is, as [`PeerTable::receive`] judges it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    /// A plain keepalive (an empty datagram): what it did to the peer at its source.
+    Keepalive(Admission),
+    /// An authenticated keepalive, or a datagram that claims to be one (it starts with
+    /// [`keepalive::KIND`], which no IP packet does).
+    AuthenticatedKeepalive(KeepaliveOutcome),
+    /// Not one whole IP packet: dropped.
+    Malformed(Malformed),
+    /// Not from the peer its inner source address maps to: dropped.
+    Rejected,
+    /// An IP packet to write into the TUN, from that peer (`None` only with `any_source`, from
+    /// no peer), and what it did to the peer's address.
+    Deliver(Admission, Option<PeerId>),
+}
+
+/// The rules [`PeerTable::receive`] applies, from the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Reception<'a> {
+    /// The shared key authenticated keepalives are checked with (`--key`).
+    pub key: Option<&'a Key>,
+    /// Accept packets whatever their outer source (`--accept-any-source`).
+    pub any_source: bool,
+    /// When a datagram from another port of a peer's IP moves the peer.
+    pub roaming: Roaming,
 }
 
 /// Which peer of a table a packet is for or from (valid for that table only).
@@ -259,6 +286,30 @@ impl PeerTable {
         self.endpoints.get(id.0 as usize)
     }
 
+    /// The inbound decision for one datagram received from `source` at `now`, as
+    /// [`Self::route`] is the outbound one: a keepalive is applied to the table; anything else
+    /// must be one whole IP packet ([`packet::check`]) from the peer its inner source maps to
+    /// ([`Self::admit`]).
+    pub fn receive(&self, datagram: &[u8], source: SocketAddr, now: u64, rules: Reception) -> Inbound {
+        match datagram.first() {
+            None => Inbound::Keepalive(self.keepalive_from(source, now, rules.roaming)),
+            Some(&keepalive::KIND) => Inbound::AuthenticatedKeepalive(match rules.key {
+                None => KeepaliveOutcome::Refused(KeepaliveRefusal::NoKey),
+                Some(key) => match keepalive::open(key, datagram) {
+                    Ok(k) => self.authenticated_keepalive(k.sender, k.counter, source, now),
+                    Err(_) => KeepaliveOutcome::Refused(KeepaliveRefusal::Forged),
+                },
+            }),
+            Some(_) => match packet::check(datagram) {
+                Err(reason) => Inbound::Malformed(reason),
+                Ok(_) => match self.admit(datagram, source, rules.any_source, now, rules.roaming) {
+                    (Admission::Rejected, _) => Inbound::Rejected,
+                    (admission, peer) => Inbound::Deliver(admission, peer),
+                },
+            },
+        }
+    }
+
     /// Decides where `packet` (one IP packet from the TUN) goes.
     pub fn route(&self, packet: &[u8]) -> Verdict {
         let Some(dst) = packet::destination(packet) else { return Verdict::Ignore };
@@ -323,12 +374,13 @@ impl PeerTable {
         source: SocketAddr,
         now: u64,
     ) -> KeepaliveOutcome {
-        let Some((_, endpoint)) = self.endpoint_for(sender) else { return KeepaliveOutcome::UnknownSender };
+        let unknown = KeepaliveOutcome::Refused(KeepaliveRefusal::UnknownSender);
+        let Some((_, endpoint)) = self.endpoint_for(sender) else { return unknown };
         if endpoint.configured.ip() != source.ip() {
-            return KeepaliveOutcome::UnknownSender;
+            return unknown;
         }
         if endpoint.last_counter.fetch_max(counter, Relaxed) >= counter {
-            return KeepaliveOutcome::Replayed;
+            return KeepaliveOutcome::Refused(KeepaliveRefusal::Replayed);
         }
         endpoint.traffic.heard(now);
         if endpoint.current() == source {
@@ -438,6 +490,49 @@ mod tests {
     const FREE: Roaming = Roaming { hold_ms: 0, keyed: false };
     const HOLD: Roaming = Roaming { hold_ms: 15_000, keyed: false };
     const KEYED: Roaming = Roaming { hold_ms: 15_000, keyed: true };
+
+    #[test]
+    fn receive_sorts_datagrams_into_keepalives_malformed_rejected_and_delivered() {
+        let at = peer("192.0.2.2:7777");
+        let table = PeerTable::from_entries([(prefix("192.168.100.2"), at)]);
+        let key = Key::from_bytes([7; keepalive::KEY_LEN]);
+        let rules = Reception { key: None, any_source: false, roaming: FREE };
+        let keyed = Reception { key: Some(&key), ..rules };
+        let from_peer = echo_request_v4([192, 168, 100, 2], [192, 168, 100, 1]);
+        let from_other = echo_request_v4([192, 168, 100, 3], [192, 168, 100, 1]);
+
+        assert_eq!(table.receive(&[], at, T0, rules), Inbound::Keepalive(Admission::Accepted));
+        let stranger = peer("198.51.100.9:7777");
+        assert_eq!(table.receive(&[], stranger, T0, rules), Inbound::Keepalive(Admission::Rejected));
+
+        let sealed = keepalive::seal(&key, "192.168.100.2".parse().unwrap(), 5);
+        let refused = |reason| Inbound::AuthenticatedKeepalive(KeepaliveOutcome::Refused(reason));
+        assert_eq!(table.receive(&sealed, at, T0, rules), refused(KeepaliveRefusal::NoKey));
+        assert_eq!(
+            table.receive(&sealed, at, T0, keyed),
+            Inbound::AuthenticatedKeepalive(KeepaliveOutcome::Heard)
+        );
+        assert_eq!(table.receive(&sealed, at, T0, keyed), refused(KeepaliveRefusal::Replayed));
+        let mut forged = sealed;
+        forged[sealed.len() - 1] ^= 1;
+        assert_eq!(table.receive(&forged, at, T0, keyed), refused(KeepaliveRefusal::Forged));
+
+        assert_eq!(
+            table.receive(&from_peer[..10], at, T0, rules),
+            Inbound::Malformed(Malformed::BadHeaderLength)
+        );
+        assert_eq!(table.receive(&from_other, at, T0, rules), Inbound::Rejected);
+        assert_eq!(table.receive(&from_peer, stranger, T0, rules), Inbound::Rejected);
+        assert!(matches!(
+            table.receive(&from_peer, at, T0, rules),
+            Inbound::Deliver(Admission::Accepted, Some(_))
+        ));
+        let anyone = Reception { any_source: true, ..rules };
+        assert_eq!(
+            table.receive(&from_other, stranger, T0, anyone),
+            Inbound::Deliver(Admission::Accepted, None)
+        );
+    }
 
     #[test]
     fn single_peer_takes_everything() {
@@ -714,24 +809,30 @@ mod tests {
         // A replay, even from another port, moves nothing.
         assert_eq!(
             table.authenticated_keepalive(sender, 10, peer("192.0.2.2:50000"), T0),
-            KeepaliveOutcome::Replayed
+            KeepaliveOutcome::Refused(KeepaliveRefusal::Replayed)
         );
-        assert_eq!(table.authenticated_keepalive(sender, 9, moved, T0), KeepaliveOutcome::Replayed);
+        assert_eq!(
+            table.authenticated_keepalive(sender, 9, moved, T0),
+            KeepaliveOutcome::Refused(KeepaliveRefusal::Replayed)
+        );
         assert_eq!(table.authenticated_keepalive(sender, 11, moved, T0), KeepaliveOutcome::Heard);
         // Naming a peer whose IP is not the source's, or no peer at all.
         assert_eq!(
             table.authenticated_keepalive(sender, 12, peer("192.0.2.1:7777"), T0),
-            KeepaliveOutcome::UnknownSender
+            KeepaliveOutcome::Refused(KeepaliveRefusal::UnknownSender)
         );
         assert_eq!(
             table.authenticated_keepalive("10.9.9.9".parse().unwrap(), 12, moved, T0),
-            KeepaliveOutcome::UnknownSender
+            KeepaliveOutcome::Refused(KeepaliveRefusal::UnknownSender)
         );
         assert_eq!(table.route(&to_2).destination(), Some(moved));
         // A reload keeps the counter: the old keepalive stays a replay.
         let reloaded = overlay();
         reloaded.inherit_learned(&table);
-        assert_eq!(reloaded.authenticated_keepalive(sender, 11, moved, T0), KeepaliveOutcome::Replayed);
+        assert_eq!(
+            reloaded.authenticated_keepalive(sender, 11, moved, T0),
+            KeepaliveOutcome::Refused(KeepaliveRefusal::Replayed)
+        );
     }
 
     #[test]
@@ -776,7 +877,7 @@ mod tests {
         new.inherit_learned(&old);
         assert_eq!(
             new.authenticated_keepalive(sender, 50, peer("192.0.2.2:40000"), T0),
-            KeepaliveOutcome::Replayed
+            KeepaliveOutcome::Refused(KeepaliveRefusal::Replayed)
         );
         let to_2 = echo_request_v4([192, 168, 100, 1], [192, 168, 100, 2]);
         assert_eq!(new.route(&to_2).destination(), Some(peer("192.0.2.2:40000")), "the later move wins");
