@@ -36,7 +36,8 @@ fuzz_target!(|data: &[u8]| {
     let mut written = 0;
     for write in coalescer.writes() {
         assert!(write.header.len() >= VIRTIO_NET_HDR_LEN);
-        let len = write.header.len() - VIRTIO_NET_HDR_LEN + write.payloads(&slices).map(<[u8]>::len).sum::<usize>();
+        let len =
+            write.header.len() - VIRTIO_NET_HDR_LEN + write.payloads(&slices).map(<[u8]>::len).sum::<usize>();
         let segments = write.segments();
         assert!((1..=MAX_SEGMENTS).contains(&segments));
         if segments > 1 {
