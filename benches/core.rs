@@ -1,10 +1,11 @@
 //! Criterion benchmarks of the pure per-packet work: the table lookup (100,000 entries), the
-//! inbound check, MSS clamping and the ICMP error builder.
+//! inbound check, MSS clamping, the ICMP error builder and receive-side coalescing.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use udptun::coalesce::Coalescer;
 use udptun::packet;
 use udptun::peers::{PeerTable, Roaming};
 use udptun::prefix::Prefix;
@@ -24,6 +25,30 @@ fn ipv4_packet_of(protocol: u8, src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> Vec
     let sum = packet::checksum(&p[..20]);
     p[10..12].copy_from_slice(&sum.to_be_bytes());
     p
+}
+
+/// `count` contiguous TCP segments of one flow, `len` bytes each, with right checksums: what
+/// one GRO receive brings during a bulk transfer.
+fn tcp_segments(count: usize, len: usize) -> Vec<Vec<u8>> {
+    let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    (0..count)
+        .map(|i| {
+            let mut p = ipv4_packet_of(6, a, b, len);
+            p[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+            p[10..12].fill(0);
+            let sum = packet::checksum(&p[..20]);
+            p[10..12].copy_from_slice(&sum.to_be_bytes());
+            p[24..28].copy_from_slice(&((i * (len - 40)) as u32).to_be_bytes());
+            p[32..34].copy_from_slice(&[0x50, 0x10]);
+            let mut pseudo = p[12..20].to_vec();
+            pseudo.extend_from_slice(&[0, 6]);
+            pseudo.extend_from_slice(&((len - 20) as u16).to_be_bytes());
+            pseudo.extend_from_slice(&p[20..]);
+            let sum = packet::checksum(&pseudo);
+            p[36..38].copy_from_slice(&sum.to_be_bytes());
+            p
+        })
+        .collect()
 }
 
 /// 100,000 host entries in 10.0.0.0/8 and a few prefixes, each to its own peer.
@@ -75,6 +100,17 @@ fn benchmarks(c: &mut Criterion) {
     syn[40..60].copy_from_slice(&[2, 4, 0x05, 0xb4, 4, 2, 8, 10, 0, 1, 2, 3, 0, 0, 0, 0, 1, 3, 3, 7]);
     c.bench_function("clamp MSS: a SYN", |b| {
         b.iter_batched_ref(|| syn.clone(), |syn| packet::clamp_mss(syn, 1472), BatchSize::SmallInput)
+    });
+    // Coalescing a GRO receive's worth of TCP segments, and the part of it that verifies each
+    // segment's checksum.
+    let segments = tcp_segments(44, 1400);
+    let slices: Vec<&[u8]> = segments.iter().map(Vec::as_slice).collect();
+    let mut coalescer = Coalescer::new(true);
+    c.bench_function("coalesce: 44 TCP segments of 1400 bytes", |b| {
+        b.iter(|| coalescer.plan(black_box(&slices)))
+    });
+    c.bench_function("coalesce: checksums of 44 TCP segments of 1400 bytes", |b| {
+        b.iter(|| slices.iter().map(|s| packet::checksum(black_box(&s[20..]))).fold(0u16, u16::wrapping_add))
     });
     let mut out = [0u8; 1500];
     c.bench_function("build ICMP unreachable", |b| {

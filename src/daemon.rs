@@ -185,6 +185,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     shared.stats.last_load_unix.store(control::unix_now(), Relaxed);
     let options = Options {
         tun_offload: device.offload,
+        tun_udp_offload: device.udp_offload,
         gso,
         gro,
         socket_is_v6: local.is_ipv6(),

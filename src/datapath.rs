@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
-use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
+use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::keepalive::{self, Key};
 use crate::packet;
@@ -21,7 +21,7 @@ use crate::peers::{Admission, KeepaliveOutcome, PeerId, PeerTable, Roaming, Verd
 use crate::stats::{
     DropReason, KeepaliveRefusal, RateLimit, Shared, TokenBucket, Traffic, clock_ms, clock_ns,
 };
-use crate::tun;
+use crate::tun::{self, TunWriter};
 use crate::udp::{self, Receiver, Sender};
 
 /// Packets per TUN → UDP batch. A 64 KiB TSO packet splits into at most
@@ -30,9 +30,6 @@ const OUTBOUND_BATCH: usize = 256;
 const SUPER_PACKET_SEGMENTS: usize = 128;
 /// Largest IP packet the TUN can hand over or take.
 const MAX_PACKET: usize = 65_535;
-/// Packets per coalescing write to the TUN (see `write_coalesced`); also the size of the pool
-/// of packet buffers on the receive side, which so becomes resident soon after start.
-const GRO_WRITE_BATCH: usize = 64;
 /// UDP receive buffers per `recvmmsg` with GRO (each holds up to 64 datagrams) and without.
 const GRO_RECEIVE_BATCH: usize = 4;
 const PLAIN_RECEIVE_BATCH: usize = 64;
@@ -59,6 +56,8 @@ pub struct Queue {
 pub struct Options {
     /// The TUN queues use virtio-net headers (TSO split on read, GRO coalescing on write).
     pub tun_offload: bool,
+    /// The TUN queues also take UDP super-packets (USO): datagrams are coalesced too.
+    pub tun_udp_offload: bool,
     /// Send with UDP GSO.
     pub gso: bool,
     /// Receive with UDP GRO.
@@ -325,12 +324,11 @@ impl Outbound {
     }
 }
 
-/// UDP → TUN: receive datagrams, check each is one whole IP packet, write them to the TUN
-/// (coalescing TCP segments into super-packets when offloads are on).
+/// UDP → TUN: receive datagrams, check each is one whole IP packet, hand them to the
+/// [`TunWriter`] (which coalesces them into super-packets when offloads are on).
 struct Inbound {
     receiver: Receiver,
-    gro_table: GROTable,
-    pending: Vec<Vec<u8>>,
+    writer: TunWriter,
 }
 
 impl Inbound {
@@ -341,8 +339,7 @@ impl Inbound {
             } else {
                 Receiver::new(PLAIN_RECEIVE_BATCH, MAX_PACKET)
             },
-            gro_table: GROTable::default(),
-            pending: Vec::new(),
+            writer: TunWriter::new(options.tun_offload, options.tun_udp_offload),
         }
     }
 
@@ -355,7 +352,6 @@ impl Inbound {
         shared: &Shared,
         limits: &Limits,
     ) -> io::Result<bool> {
-        let device = &queue.device;
         match self.receiver.recv(&queue.socket) {
             Ok(0) => return Ok(false),
             Ok(_) => {}
@@ -371,7 +367,8 @@ impl Inbound {
         let mut per_peer = PerPeer::default();
         let count_received = |traffic: &Traffic, packets, bytes| traffic.add_received(packets, bytes, now);
         let (mut keepalives, mut spoofed, mut roaming_refused, mut clamped) = (0u64, 0u64, 0u64, 0u64);
-        let mut used = 0;
+        let mut failed = |e| tun_write_failed(e, limits);
+        let mut writes = self.writer.batch(&queue.device);
         for (source, datagram) in self.receiver.datagrams() {
             if datagram.is_empty() {
                 keepalives += 1;
@@ -410,26 +407,9 @@ impl Inbound {
                 }
             }
             clamped += clamp_mss(datagram, options);
-            if options.tun_offload {
-                // The GRO table needs each packet in its own buffer after a virtio header.
-                if used == self.pending.len() {
-                    self.pending.push(Vec::with_capacity(VIRTIO_NET_HDR_LEN + MAX_PACKET));
-                }
-                let buffer = &mut self.pending[used];
-                buffer.clear();
-                buffer.resize(VIRTIO_NET_HDR_LEN, 0);
-                buffer.extend_from_slice(datagram);
-                used += 1;
-                if used == GRO_WRITE_BATCH {
-                    write_failures +=
-                        write_coalesced(device, &mut self.gro_table, &mut self.pending[..used], limits)?;
-                    used = 0;
-                }
-            } else if let Err(e) = device.send(datagram) {
-                write_failures += tun_write_failed(e, limits)?;
-            }
+            write_failures += writes.push(datagram, &mut failed)?;
         }
-        write_failures += write_coalesced(device, &mut self.gro_table, &mut self.pending[..used], limits)?;
+        write_failures += writes.finish(&mut failed)?;
         shared.stats.drop(DropReason::Malformed, malformed);
         shared.stats.drop(DropReason::SourceCheck, spoofed);
         shared.stats.drop(DropReason::TunWriteError, write_failures);
@@ -494,26 +474,6 @@ impl PerPeer {
 /// Lowers the MSS of a TCP SYN to fit the tunnel unless `--no-clamp-mss`; 1 if it did, else 0.
 fn clamp_mss(packet: &mut [u8], options: Options) -> u64 {
     options.clamp_mss.is_some_and(|mtu| packet::clamp_mss(packet, mtu)).into()
-}
-
-/// Writes `packets` (each behind a virtio-net header) to the TUN, coalescing TCP and UDP
-/// segments into super-packets. Returns the number of failed writes, or the error if the device
-/// is gone. Callers pass at most [`GRO_WRITE_BATCH`] packets: the kernel refuses (EINVAL) a UDP
-/// super-packet of more than UDP_MAX_SEGMENTS (64 on older kernels) datagrams, and the GRO
-/// table would coalesce hundreds of small ones.
-fn write_coalesced(
-    device: &SyncDevice,
-    gro_table: &mut GROTable,
-    packets: &mut [Vec<u8>],
-    limits: &Limits,
-) -> io::Result<u64> {
-    if packets.is_empty() {
-        return Ok(0);
-    }
-    match device.send_multiple(gro_table, packets, VIRTIO_NET_HDR_LEN) {
-        Ok(_) => Ok(0),
-        Err(e) => tun_write_failed(e, limits),
-    }
 }
 
 /// A TUN write failed: the error itself if the device is gone (fatal), else one failure,

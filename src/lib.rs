@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -2,14 +2,14 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
-use udptun::hosts;
 use udptun::packet::{self, Malformed, Malformed::*};
 use udptun::prefix::{Prefix, PrefixMap};
+use udptun::{coalesce, hosts};
 
 /// RFC 1071 the slow way: 64-bit sum of padded 16-bit words, folded once at the end.
 fn naive_checksum(data: &[u8]) -> u16 {
@@ -243,5 +243,189 @@ fn mutated_packets_get_the_models_verdict() {
     {
         // Each is expected 40 times or more; fewer than 10 is vanishingly unlikely.
         assert!(count(verdict) >= 10, "{verdict:?} too rare: {verdicts:?}");
+    }
+}
+
+/// A flow of the coalescer model: IPv4 TCP, IPv6 TCP, IPv4 UDP, IPv6 UDP, or a second IPv4 TCP
+/// flow (other ports).
+const FLOWS: usize = 5;
+
+/// One step of a flow: its payload length, its flags (0 ACK, 1 ACK|PSH, 2 ACK|FIN), whether
+/// it skips ahead in sequence or ID, whether its checksum is broken.
+#[derive(Clone, Debug)]
+struct Step {
+    flow: usize,
+    len: usize,
+    flags: u8,
+    gap: bool,
+    corrupt: bool,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        0..FLOWS,
+        prop_oneof![4 => Just(100usize), 1 => 0usize..120],
+        prop_oneof![8 => Just(0u8), 1 => 1u8..3],
+        prop::bool::weighted(0.05),
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(|(flow, len, flags, gap, corrupt)| Step { flow, len, flags, gap, corrupt })
+}
+
+/// Builds the packets the steps describe, each flow keeping its own sequence number and ID.
+fn flow_packets(steps: &[Step]) -> Vec<Vec<u8>> {
+    let mut seq = [0x1000_0000u32; FLOWS];
+    let mut id = [0u16; FLOWS];
+    steps
+        .iter()
+        .map(|s| {
+            let (v6, udp) =
+                [(false, false), (true, false), (false, true), (true, true), (false, false)][s.flow];
+            let skip = u32::from(s.gap) * 7;
+            seq[s.flow] = seq[s.flow].wrapping_add(skip);
+            id[s.flow] = id[s.flow].wrapping_add(skip as u16);
+            let payload: Vec<u8> = (0..s.len).map(|i| (seq[s.flow] as usize + i) as u8).collect();
+            let flags = [0x10, 0x18, 0x11][usize::from(s.flags)];
+            let mut packet =
+                model_packet(v6, udp, 1000 + s.flow as u16, id[s.flow], seq[s.flow], flags, &payload);
+            seq[s.flow] = seq[s.flow].wrapping_add(s.len as u32);
+            id[s.flow] = id[s.flow].wrapping_add(1);
+            if s.corrupt {
+                let last = packet.len() - 1;
+                packet[last] ^= 0x5a;
+            }
+            packet
+        })
+        .collect()
+}
+
+/// An IPv4 or IPv6 TCP or UDP packet with right checksums (TTL 64, DF, window 0xffff, ACK
+/// number 7).
+fn model_packet(v6: bool, udp: bool, port: u16, id: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let protocol = if udp { 17 } else { 6 };
+    let l4_len = if udp { 8 } else { 20 } + payload.len();
+    let mut packet = if v6 {
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        h.extend_from_slice(&[protocol, 64]);
+        h.extend_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).octets());
+        h.extend_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2).octets());
+        h
+    } else {
+        let mut h = vec![0x45, 0];
+        h.extend_from_slice(&((20 + l4_len) as u16).to_be_bytes());
+        h.extend_from_slice(&id.to_be_bytes());
+        h.extend_from_slice(&[0x40, 0, 64, protocol, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        h
+    };
+    packet.extend_from_slice(&port.to_be_bytes());
+    packet.extend_from_slice(&2000u16.to_be_bytes());
+    if udp {
+        packet.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        packet.extend_from_slice(&[0, 0]);
+    } else {
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&[0, 0, 0, 7, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    }
+    packet.extend_from_slice(payload);
+    fix_checksums(&mut packet);
+    packet
+}
+
+/// Sets the IPv4 header checksum and the TCP/UDP checksum of `packet` (computed naively).
+fn fix_checksums(packet: &mut [u8]) {
+    let v6 = packet[0] >> 4 == 6;
+    let ip_len = if v6 { 40 } else { 20 };
+    if !v6 {
+        packet[10..12].fill(0);
+        let checksum = naive_checksum(&packet[..20]);
+        packet[10..12].copy_from_slice(&checksum.to_be_bytes());
+    }
+    let protocol = packet[if v6 { 6 } else { 9 }];
+    let field = ip_len + if protocol == 17 { 6 } else { 16 };
+    packet[field..field + 2].fill(0);
+    let mut pseudo = if v6 { packet[8..40].to_vec() } else { packet[12..20].to_vec() };
+    pseudo.extend_from_slice(&[0, protocol]);
+    pseudo.extend_from_slice(&((packet.len() - ip_len) as u16).to_be_bytes());
+    pseudo.extend_from_slice(&packet[ip_len..]);
+    let checksum = match naive_checksum(&pseudo) {
+        0 if protocol == 17 => 0xffff,
+        checksum => checksum,
+    };
+    packet[field..field + 2].copy_from_slice(&checksum.to_be_bytes());
+}
+
+/// A reference splitter: what the kernel makes of a write (a virtio-net header, then the
+/// packet or the super-packet's headers and payloads). Each segment gets the headers with its
+/// lengths, IPv4 ID (+1 each), TCP sequence number, PSH only on the last, and fresh checksums.
+fn split_write(write: &[u8]) -> Vec<Vec<u8>> {
+    let (virtio, packet) = write.split_at(coalesce::VIRTIO_NET_HDR_LEN);
+    if virtio[1] == 0 {
+        assert_eq!(virtio, [0; 10], "a packet alone has an all-zero header");
+        return vec![packet.to_vec()];
+    }
+    assert_eq!(virtio[0], 1, "a super-packet needs its checksum completed");
+    let field = |i: usize| usize::from(u16::from_ne_bytes([virtio[i], virtio[i + 1]]));
+    let (header_len, size, ip_len) = (field(2), field(4), field(6));
+    let (headers, payload) = packet.split_at(header_len);
+    let chunks: Vec<&[u8]> = payload.chunks(size).collect();
+    assert!(chunks.len() >= 2, "a super-packet of one segment");
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut segment = [headers, chunk].concat();
+            let len = segment.len();
+            if ip_len == 40 {
+                segment[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+            } else {
+                segment[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                let id = u16::from_be_bytes([segment[4], segment[5]]).wrapping_add(i as u16);
+                segment[4..6].copy_from_slice(&id.to_be_bytes());
+            }
+            if virtio[1] == 5 {
+                segment[ip_len + 4..ip_len + 6].copy_from_slice(&((len - ip_len) as u16).to_be_bytes());
+            } else {
+                let seq = u32::from_be_bytes(segment[ip_len + 4..ip_len + 8].try_into().unwrap());
+                let seq = seq.wrapping_add((i * size) as u32);
+                segment[ip_len + 4..ip_len + 8].copy_from_slice(&seq.to_be_bytes());
+                if i + 1 < chunks.len() {
+                    segment[ip_len + 13] &= !0x09;
+                }
+            }
+            fix_checksums(&mut segment);
+            segment
+        })
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn coalesced_writes_split_back_into_the_packets(steps in vec(step(), 0..200), udp in any::<bool>()) {
+        let packets = flow_packets(&steps);
+        let slices: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+        let mut coalescer = coalesce::Coalescer::new(udp);
+        coalescer.plan(&slices);
+        let mut out = Vec::new();
+        for write in coalescer.writes() {
+            let bytes = [write.header.to_vec(), write.payloads(&slices).collect::<Vec<_>>().concat()].concat();
+            prop_assert!(bytes.len() - coalesce::VIRTIO_NET_HDR_LEN <= coalesce::MAX_SUPER_PACKET);
+            let segments = split_write(&bytes);
+            prop_assert_eq!(segments.len(), write.segments());
+            prop_assert!(segments.len() <= coalesce::MAX_SEGMENTS);
+            out.extend(segments);
+        }
+        // Every packet comes back byte for byte, once, and each flow in its order.
+        prop_assert_eq!(out.len(), packets.len());
+        for flow in 0..FLOWS {
+            let sent: Vec<&Vec<u8>> = packets.iter().zip(&steps).filter(|(_, s)| s.flow == flow).map(|(p, _)| p).collect();
+            let port = (1000 + flow as u16).to_be_bytes();
+            let got: Vec<&Vec<u8>> = out.iter().filter(|p| {
+                let ip_len = if p[0] >> 4 == 6 { 40 } else { 20 };
+                p[ip_len..ip_len + 2] == port && (p[0] >> 4 == 6) == [false, true, false, true, false][flow]
+                    && p[if ip_len == 40 { 6 } else { 9 }] == [6, 6, 17, 17, 6][flow]
+            }).collect();
+            prop_assert_eq!(sent, got);
+        }
     }
 }
