@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 
-use crate::keepalive::{self, Key};
+use crate::keepalive::Key;
 use crate::packet;
-use crate::peers::{Admission, KeepaliveOutcome, PeerId, PeerTable, Roaming, Verdict};
-use crate::stats::{
-    DropReason, KeepaliveRefusal, RateLimit, Shared, TokenBucket, Traffic, clock_ms, clock_ns,
-};
+use crate::peers::{Admission, Inbound, KeepaliveOutcome, PeerId, PeerTable, Reception, Roaming, Verdict};
+use crate::stats::{DropReason, RateLimit, Shared, TokenBucket, Traffic, clock_ms, clock_ns};
 use crate::tun::{self, TunWriter};
 use crate::udp::{self, Receiver, Sender};
 
@@ -104,7 +102,7 @@ pub fn spawn(
 /// benchmark shares with its senders and receivers made latency ten times worse.
 fn run_queue(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -> io::Result<()> {
     let mut outbound = Outbound::new(options);
-    let mut inbound = Inbound::new(options);
+    let mut inbound = UdpToTun::new(options);
     let mut idle_since = Instant::now();
     loop {
         let sent = outbound.step(queue, options, shared, limits)?;
@@ -326,12 +324,12 @@ impl Outbound {
 
 /// UDP → TUN: receive datagrams, check each is one whole IP packet, hand them to the
 /// [`TunWriter`] (which coalesces them into super-packets when offloads are on).
-struct Inbound {
+struct UdpToTun {
     receiver: Receiver,
     writer: TunWriter,
 }
 
-impl Inbound {
+impl UdpToTun {
     fn new(options: Options) -> Self {
         Self {
             receiver: if options.gro {
@@ -363,62 +361,61 @@ impl Inbound {
         }
         let table = shared.table.load();
         let now = clock_ms();
-        let (mut malformed, mut write_failures, mut unattributed, mut unattributed_bytes) = (0, 0, 0, 0);
+        let rules = Reception {
+            key: options.key.as_ref(),
+            any_source: options.accept_any_source,
+            roaming: options.roaming,
+        };
+        let mut tally = Tally::default();
         let mut per_peer = PerPeer::default();
         let count_received = |traffic: &Traffic, packets, bytes| traffic.add_received(packets, bytes, now);
-        let (mut keepalives, mut spoofed, mut roaming_refused, mut clamped) = (0u64, 0u64, 0u64, 0u64);
         let mut failed = |e| tun_write_failed(e, limits);
         let mut writes = self.writer.batch(&queue.device);
         for (source, datagram) in self.receiver.datagrams() {
-            if datagram.is_empty() {
-                keepalives += 1;
-                roaming_refused += note_admission(table.keepalive_from(source, now, options.roaming), limits);
-                continue;
-            }
-            if datagram[0] == keepalive::KIND {
-                keepalives += 1;
-                authenticated_keepalive(&table, options.key.as_ref(), source, datagram, now, shared, limits);
-                continue;
-            }
-            if let Err(reason) = packet::check(datagram) {
-                malformed += 1;
-                warn_limited!(limits.malformed, "dropped a datagram from {source}: {}", reason.as_str());
-                continue;
-            }
-            let (admission, peer) =
-                table.admit(datagram, source, options.accept_any_source, now, options.roaming);
-            roaming_refused += note_admission(admission, limits);
-            if admission == Admission::Rejected {
-                spoofed += 1;
-                warn_limited!(
-                    limits.source_check,
-                    "dropped a packet from {}, received from {source}: the table maps that address to \
-                     another peer (--accept-any-source turns this check off)",
-                    packet::source(datagram).map_or("?".to_string(), |a| a.to_string())
-                );
-                continue;
-            }
+            let peer = match table.receive(datagram, source, now, rules) {
+                Inbound::Deliver(admission, peer) => {
+                    tally.roaming_refused += note_admission(admission, limits);
+                    peer
+                }
+                Inbound::Keepalive(admission) => {
+                    tally.keepalives += 1;
+                    tally.roaming_refused += note_admission(admission, limits);
+                    continue;
+                }
+                Inbound::AuthenticatedKeepalive(outcome) => {
+                    tally.keepalives += 1;
+                    note_authenticated_keepalive(outcome, source, shared, limits);
+                    continue;
+                }
+                Inbound::Malformed(reason) => {
+                    tally.drop(DropReason::Malformed);
+                    warn_limited!(limits.malformed, "dropped a datagram from {source}: {}", reason.as_str());
+                    continue;
+                }
+                Inbound::Rejected => {
+                    tally.drop(DropReason::SourceCheck);
+                    warn_limited!(
+                        limits.source_check,
+                        "dropped a packet from {}, received from {source}: the table maps that address \
+                         to another peer (--accept-any-source turns this check off)",
+                        packet::source(datagram).map_or("?".to_string(), |a| a.to_string())
+                    );
+                    continue;
+                }
+            };
             match peer {
                 Some(peer) => per_peer.add(&table, peer, datagram.len(), count_received),
                 // Accepted from no peer (--accept-any-source): counted in the totals only.
-                None => {
-                    (unattributed, unattributed_bytes) =
-                        (unattributed + 1, unattributed_bytes + datagram.len() as u64)
-                }
+                None => tally.unattributed.add(datagram.len()),
             }
-            clamped += clamp_mss(datagram, options);
-            write_failures += writes.push(datagram, &mut failed)?;
+            tally.mss_clamped += clamp_mss(datagram, options);
+            tally.drops[DropReason::TunWriteError as usize] += writes.push(datagram, &mut failed)?;
         }
-        write_failures += writes.finish(&mut failed)?;
-        shared.stats.drop(DropReason::Malformed, malformed);
-        shared.stats.drop(DropReason::SourceCheck, spoofed);
-        shared.stats.drop(DropReason::TunWriteError, write_failures);
-        add(&shared.stats.keepalives_received, keepalives);
-        add(&shared.stats.roaming_refused, roaming_refused);
+        tally.drops[DropReason::TunWriteError as usize] += writes.finish(&mut failed)?;
         let (packets, bytes) = per_peer.finish(&table, count_received);
-        add(&shared.stats.received_packets, packets + unattributed);
-        add(&shared.stats.received_bytes, bytes + unattributed_bytes);
-        add(&shared.stats.mss_clamped, clamped);
+        tally.publish(shared);
+        add(&shared.stats.received_packets, packets + tally.unattributed.packets);
+        add(&shared.stats.received_bytes, bytes + tally.unattributed.bytes);
         Ok(true)
     }
 }
@@ -512,40 +509,71 @@ fn note_admission(admission: Admission, limits: &Limits) -> u64 {
     }
 }
 
-/// Checks and applies an authenticated keepalive (a datagram that starts with
-/// [`keepalive::KIND`]); a refused one is counted by reason and logged at a limited rate.
-fn authenticated_keepalive(
-    table: &PeerTable,
-    key: Option<&Key>,
+/// Tells what an authenticated keepalive did: a move is logged, a refusal counted by reason
+/// and logged, both at a limited rate.
+fn note_authenticated_keepalive(
+    outcome: KeepaliveOutcome,
     source: SocketAddr,
-    datagram: &[u8],
-    now: u64,
     shared: &Shared,
     limits: &Limits,
 ) {
-    let refusal = match key.map(|key| keepalive::open(key, datagram)) {
-        None => KeepaliveRefusal::NoKey,
-        Some(Err(_)) => KeepaliveRefusal::Forged,
-        Some(Ok(keepalive)) => {
-            match table.authenticated_keepalive(keepalive.sender, keepalive.counter, source, now) {
-                KeepaliveOutcome::Heard => return,
-                KeepaliveOutcome::Moved { configured, now } => {
-                    warn_limited!(
-                        limits.new_port,
-                        "peer {configured} is now reached at {now} (authenticated)"
-                    );
-                    return;
-                }
-                KeepaliveOutcome::Refused(refusal) => refusal,
-            }
+    match outcome {
+        KeepaliveOutcome::Heard => {}
+        KeepaliveOutcome::Moved { configured, now } => {
+            warn_limited!(limits.new_port, "peer {configured} is now reached at {now} (authenticated)");
         }
-    };
-    add(&shared.stats.keepalives_refused[refusal as usize], 1);
-    warn_limited!(
-        limits.keepalive_refused,
-        "refused an authenticated keepalive from {source}: {}",
-        refusal.name()
-    );
+        KeepaliveOutcome::Refused(refusal) => {
+            add(&shared.stats.keepalives_refused[refusal as usize], 1);
+            warn_limited!(
+                limits.keepalive_refused,
+                "refused an authenticated keepalive from {source}: {}",
+                refusal.name()
+            );
+        }
+    }
+}
+
+/// The counters of one batch, added to the shared ones at its end: one atomic add per counter
+/// that moved, whatever the batch's size.
+#[derive(Default)]
+struct Tally {
+    drops: [u64; DropReason::ALL.len()],
+    keepalives: u64,
+    roaming_refused: u64,
+    mss_clamped: u64,
+    icmp_errors_suppressed: u64,
+    /// Packets accepted from no peer (`--accept-any-source`), counted in the totals only.
+    unattributed: Volume,
+}
+
+/// Packets and their bytes.
+#[derive(Default)]
+struct Volume {
+    packets: u64,
+    bytes: u64,
+}
+
+impl Volume {
+    fn add(&mut self, size: usize) {
+        self.packets += 1;
+        self.bytes += size as u64;
+    }
+}
+
+impl Tally {
+    fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    fn publish(&self, shared: &Shared) {
+        for reason in DropReason::ALL {
+            shared.stats.drop(reason, self.drops[reason as usize]);
+        }
+        add(&shared.stats.keepalives_received, self.keepalives);
+        add(&shared.stats.roaming_refused, self.roaming_refused);
+        add(&shared.stats.mss_clamped, self.mss_clamped);
+        add(&shared.stats.icmp_errors_suppressed, self.icmp_errors_suppressed);
+    }
 }
 
 fn add(counter: &std::sync::atomic::AtomicU64, value: u64) {
