@@ -17,8 +17,8 @@ use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::keepalive::{self, Key};
 use crate::packet;
-use crate::poll;
 use crate::peers::{Admission, KeepaliveOutcome, PeerId, PeerTable, Roaming, Verdict};
+use crate::poll;
 use crate::stats::{
     DropReason, KeepaliveRefusal, RateLimit, Shared, TokenBucket, Traffic, clock_ms, clock_ns,
 };

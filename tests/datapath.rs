@@ -225,7 +225,8 @@ fn one_peers_flows_spread_over_the_threads_by_the_inner_packet() {
     // the outer 4-tuple puts every datagram on one socket, so one thread.
     let a = lab.host("a", "10.100.0.1/24");
     let peer = lab.host("peer", "10.100.0.2/24");
-    let da = lab.udptun(&a, &["-A", "10.100.0.2", "-d", "udptun", "--threads", "2", "--address", "192.168.100.1/24"]);
+    let da = lab
+        .udptun(&a, &["-A", "10.100.0.2", "-d", "udptun", "--threads", "2", "--address", "192.168.100.1/24"]);
     lab.wait_device(&a, "udptun");
     let receiver = receiver_in(&a, "192.168.100.1:5003");
     let before = queue_thread_runtimes(lab.pid(da));
