@@ -7,11 +7,17 @@
 //! local reply (a few µs), or for nothing when the packet was itself a reply. So there is one
 //! window per direction, adapted like KVM's halt polling: a sleep that ended sooner than the
 //! longest window (`--busy-poll`) means a longer window would have caught the packet, so the
-//! window grows to cover twice that sleep; a sleep longer than that halves it. An idle tunnel
+//! window grows to cover twice that sleep; a long sleep halves it. An idle tunnel
 //! (or the idle side of request and reply) so sleeps at once, and a ping polls only while a
 //! reply is on its way.
 
 use std::time::Duration;
+
+/// A sleep counts as short (the packet came soon after the poll gave up) up to this many times
+/// the longest window: the sleep as measured includes the wake-up itself, which takes a few
+/// hundred µs on a loaded VM, so that a reply 100 µs after the thread slept may wake it 300 µs
+/// later.
+const WAKE_SLACK: u32 = 4;
 
 /// What the thread did last before it ran out of work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +58,11 @@ impl Windows {
             Last::Sent => &mut self.after_sent,
             Last::Received => &mut self.after_received,
         };
-        *window = if slept < longest { (*window * 2).max(slept * 2).min(longest) } else { *window / 2 };
+        *window = if slept < longest * WAKE_SLACK {
+            (*window * 2).max(slept * 2).min(longest)
+        } else {
+            *window / 2
+        };
     }
 }
 
