@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measurements of udptun alone that peers.sh does not make: scaling with --threads over two
 # parallel TCP streams, the plain path (--no-offload), resident memory idle and at peak, and how
-# long `udptun show` takes with 100,000 peers.
+# long `udptun show` takes with 100,000 peers, and the CPU an idle tunnel pair uses over 10 s.
 # Two namespaces on a veth pair, as peers.sh does. Usage: extra.sh UDPTUN_BINARY OUT.json
 set -euo pipefail
 bin=$1 out=$2
@@ -35,6 +35,32 @@ measure() { # LABEL STREAMS UDPTUN-ARGS...
         "$label" "$gbps" "$(awk "BEGIN {print $idle / 1024}")" "$(awk "BEGIN {print $peak / 1024}")"
 }
 
+idle_cpu_ms() { # -> {"default": MS, "keepalive": MS}: CPU (all threads, both udptuns) over 10 s idle
+    local result=() args
+    for args in "" "--keepalive 1"; do
+        local a b
+        a=$(lab_ns a)
+        b=$(lab_ns b)
+        lab_veth "$a" 10.231.9.1/24 "$b" 10.231.9.2/24
+        # shellcheck disable=SC2086 # the arguments split on purpose
+        lab_udptun "$a" -A 10.231.9.2 -d udptun0 $args 2>/dev/null
+        # shellcheck disable=SC2086
+        lab_udptun "$b" -A 10.231.9.1 -d udptun0 $args 2>/dev/null
+        for ns in "$a" "$b"; do lab_wait_device "$ns" udptun0; done
+        lab_addr "$a" udptun0 10.232.9.1/24
+        lab_addr "$b" udptun0 10.232.9.2/24
+        ip netns exec "$a" ping -c 3 -i 0.2 -q 10.232.9.2 >/dev/null
+        sleep 2
+        local before after
+        before=$(lab_cpu_ns "$a" "$b")
+        sleep 10
+        after=$(lab_cpu_ns "$a" "$b")
+        lab_cleanup
+        result+=("$(awk "BEGIN {printf \"%.2f\", ($after - $before) / 1e6}")")
+    done
+    printf '{"default": %s, "keepalive": %s}' "${result[0]}" "${result[1]}"
+}
+
 show_ms() { # -> {"json": MS, "text": MS}: the median of 5 runs of `udptun show` with 100,000 peers
     local ns hosts
     ns=$(lab_ns show)
@@ -65,9 +91,10 @@ rows+=("$(measure "2 streams, --threads 1" 2 --threads 1)")
 rows+=("$(measure "2 streams, --threads 2" 2 --threads 2)")
 rows+=("$(measure "1 stream, --no-offload --threads 1" 1 --no-offload --threads 1)")
 show=$(show_ms)
+idle=$(idle_cpu_ms)
 cpu_model=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 {
-    printf '{"date": "%s", "cpu_model": "%s", "show_ms": %s, "rows": [' "$(date -u +%Y-%m-%d)" "$cpu_model" "$show"
+    printf '{"date": "%s", "cpu_model": "%s", "show_ms": %s, "idle_cpu_ms": %s, "rows": [' "$(date -u +%Y-%m-%d)" "$cpu_model" "$show" "$idle"
     (IFS=,; printf '%s' "${rows[*]}")
     printf ']}\n'
 } > "$out"

@@ -105,6 +105,12 @@ def main():
     print("|---|---:|---:|---:|")
     for row in extra["rows"]:
         print(f"| {row['label']} | {fmt(row.get('gbps'))} | {fmt(row.get('rss_idle_mib'), 1)} | {fmt(row.get('rss_peak_mib'), 1)} |")
+    idle = extra.get("idle_cpu_ms")
+    if idle:
+        print()
+        print(f"Idle CPU over 10 s, ms (a tunnel pair with no traffic, every thread of both "
+              f"udptuns, from /proc/PID/task/*/schedstat): {idle['default']:.2f} ms by default, "
+              f"{idle['keepalive']:.2f} ms with `--keepalive 1`.")
     show = extra.get("show_ms")
     if show:
         print()

@@ -93,8 +93,9 @@ pub struct Cli {
     #[arg(long, env = "UDPTUN_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
 
-    /// Microseconds a data-plane thread keeps polling (yielding the CPU between polls) after the
-    /// last packet before it sleeps: replies within it skip a wake-up. 0 saves CPU, more cuts latency.
+    /// Longest a data-plane thread keeps polling (yielding the CPU) after the last packet before
+    /// it sleeps, in µs; the window adapts to the traffic, so replies skip a wake-up and an idle
+    /// tunnel sleeps at once. 0 never polls; 20000 (about a core while traffic lasts) halves ping.
     #[arg(long, env = "UDPTUN_BUSY_POLL", default_value_t = 200, value_name = "USECS",
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub busy_poll: u64,

@@ -116,6 +116,13 @@ pub fn run(cli: &Cli) -> Result<()> {
     for _ in 0..threads {
         sockets.push(udp::bind(local, threads > 1).with_context(|| format!("UDP port {local}"))?);
     }
+    if threads > 1 {
+        // Without it all of one peer's flows share one thread; the tunnel works either way.
+        match udp::steer_by_inner_flow(&sockets) {
+            Ok(()) => tracing::debug!("{threads} sockets: datagrams spread by inner flow"),
+            Err(e) => tracing::warn!("cannot spread datagrams by inner flow ({e}): by peer only"),
+        }
+    }
     let gso = offload && udp::supports_gso(&sockets[0]);
     let gro = offload && sockets.iter().all(udp::enable_gro);
     let keepalive = match cli.keepalive {
@@ -228,7 +235,14 @@ pub fn run(cli: &Cli) -> Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     loop {
-        let event = match wake.recv_timeout(Duration::from_secs(1)) {
+        // Only a socket bound to one address needs the once-a-second check below; otherwise
+        // an idle daemon wakes for nothing.
+        let next = if local.ip().is_unspecified() {
+            wake.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+        } else {
+            wake.recv_timeout(Duration::from_secs(1))
+        };
+        let event = match next {
             Ok(event) => event,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // A socket bound to an address that is deleted stays open but dead: notice it.

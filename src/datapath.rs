@@ -18,6 +18,7 @@ use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
 use crate::keepalive::Key;
 use crate::packet;
 use crate::peers::{Admission, Inbound, KeepaliveOutcome, PeerId, PeerTable, Reception, Roaming, Verdict};
+use crate::poll;
 use crate::stats::{DropReason, RateLimit, Shared, TokenBucket, Traffic, clock_ms, clock_ns};
 use crate::tun::{self, TunWriter};
 use crate::udp::{self, Receiver, Sender};
@@ -62,7 +63,7 @@ pub struct Options {
     pub gro: bool,
     /// The socket is IPv6 (dual-stack): IPv4 peers are addressed as v4-mapped.
     pub socket_is_v6: bool,
-    /// How long a thread keeps looking for work before it sleeps.
+    /// The longest a thread keeps looking for work before it sleeps (`poll::Windows`).
     pub busy_poll: Duration,
     /// Accept packets whatever their outer source address (no source check).
     pub accept_any_source: bool,
@@ -96,24 +97,30 @@ pub fn spawn(
 }
 
 /// One queue's loop: move whatever is waiting in either direction; when nothing is, keep
-/// looking for `busy_poll` before sleeping in `poll`, so that a reply that follows a request
-/// within that window costs no thread wake-up (measured: ping through the tunnel 213 → 55 µs
-/// average on the benchmark machine). Polls yield the CPU, since spinning on the two cores the
-/// benchmark shares with its senders and receivers made latency ten times worse.
+/// looking for a while before sleeping in `poll`, so that a reply that follows a request within
+/// that window costs no thread wake-up (measured: ping through the tunnel 213 → 55 µs average on
+/// the benchmark machine). How long adapts to the traffic (`poll::Windows`), at most
+/// `busy_poll`. Polls yield the CPU, since spinning on the two cores the benchmark shares with
+/// its senders and receivers made latency ten times worse.
 fn run_queue(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -> io::Result<()> {
     let mut outbound = Outbound::new(options);
     let mut inbound = UdpToTun::new(options);
+    let mut windows = poll::Windows::new(options.busy_poll);
+    let mut last = poll::Last::Received;
     let mut idle_since = Instant::now();
     loop {
         let sent = outbound.step(queue, options, shared, limits)?;
         let received = inbound.step(queue, options, shared, limits)?;
         if sent || received {
+            last = if sent { poll::Last::Sent } else { poll::Last::Received };
             idle_since = Instant::now();
-        } else if idle_since.elapsed() < options.busy_poll {
+        } else if idle_since.elapsed() < windows.window(last) {
             thread::yield_now();
         } else {
+            let asleep = Instant::now();
             wait_readable(queue)?;
             idle_since = Instant::now();
+            windows.slept(last, idle_since - asleep);
         }
     }
 }

@@ -47,6 +47,31 @@ pub fn bind(local: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
+/// Attaches `steer::flow_program` to the reuseport group of `sockets` (all bound to one port,
+/// in this order), so that datagrams are spread over them by the inner packet's flow instead
+/// of the outer 4-tuple, which is the same for all of one peer's traffic.
+pub fn steer_by_inner_flow(sockets: &[Socket]) -> io::Result<()> {
+    let Some(first) = sockets.first() else { return Ok(()) };
+    let count = u32::try_from(sockets.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut program = crate::steer::flow_program(count);
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: a valid fd and a sock_fprog pointing at `program`, which outlives the call (the
+    // kernel copies it).
+    let rc = unsafe {
+        libc::setsockopt(
+            first.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Fails with `AddrInUse` if another process holds `local`. Sockets opened with SO_REUSEPORT by
 /// the same user would otherwise share the port silently with a second udptun.
 pub fn ensure_port_free(local: SocketAddr) -> io::Result<()> {

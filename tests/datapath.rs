@@ -154,13 +154,7 @@ fn threads_get_a_multiqueue_device_and_share_the_traffic_of_several_peers() {
     lab.wait_device(&a, "udptun");
     let queues = lab.exec(&a, &["ls", "/sys/class/net/udptun/queues"]);
     assert_eq!(queues.split_whitespace().filter(|q| q.starts_with("tx-")).count(), 3, "{queues}");
-    let receiver = common::in_netns(&a, || {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        socket.set_recv_buffer_size(32 << 20).unwrap();
-        socket.bind(&"192.168.100.1:5003".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        std::net::UdpSocket::from(socket)
-    });
+    let receiver = receiver_in(&a, "192.168.100.1:5003");
 
     let before = queue_thread_runtimes(lab.pid(da));
     assert_eq!(before.len(), 3, "{before:?}");
@@ -181,6 +175,26 @@ fn threads_get_a_multiqueue_device_and_share_the_traffic_of_several_peers() {
         }
     });
     let expected = PER_PEER * peers.len() as u32;
+    let got = receive(&receiver, expected);
+    assert!(got >= expected * 99 / 100, "{got} of {expected} arrived:\n{}", lab.log(da));
+    let busy = busy_threads(&before, &queue_thread_runtimes(lab.pid(da)));
+    assert!(busy.len() >= 2, "only {busy:?} carried traffic, of {before:?}");
+}
+
+/// A UDP socket with a big buffer bound to `addr` in `ns`, reading with a 100 ms timeout.
+fn receiver_in(ns: &str, addr: &str) -> std::net::UdpSocket {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    common::in_netns(ns, move || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        socket.set_recv_buffer_size(32 << 20).unwrap();
+        socket.bind(&addr.into()).unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        std::net::UdpSocket::from(socket)
+    })
+}
+
+/// Reads datagrams from `receiver` until `expected` arrived or 20 s passed; returns how many.
+fn receive(receiver: &std::net::UdpSocket, expected: u32) -> u32 {
     let mut got = 0;
     let mut buf = [0u8; 64];
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -189,17 +203,57 @@ fn threads_get_a_multiqueue_device_and_share_the_traffic_of_several_peers() {
             got += 1;
         }
     }
-    assert!(got >= expected * 99 / 100, "{got} of {expected} arrived:\n{}", lab.log(da));
-    let after = queue_thread_runtimes(lab.pid(da));
-    // A thread with no traffic sleeps in poll() and uses no CPU at all; one peer's 700
-    // datagrams cost its thread several milliseconds.
-    let busy: Vec<&str> = before
+    got
+}
+
+/// The queue threads that used at least 1 ms of CPU between two `queue_thread_runtimes`: a
+/// thread with no traffic sleeps in poll() and uses none at all; 700 datagrams cost several ms.
+fn busy_threads(before: &[(String, u64)], after: &[(String, u64)]) -> Vec<String> {
+    before
         .iter()
-        .zip(&after)
+        .zip(after)
         .filter(|((_, was), (_, is))| is.saturating_sub(*was) >= 1_000_000)
-        .map(|(_, (name, _))| name.as_str())
-        .collect();
-    assert!(busy.len() >= 2, "only {busy:?} carried traffic: {before:?} -> {after:?}");
+        .map(|(_, (name, _))| name.clone())
+        .collect()
+}
+
+#[test]
+fn one_peers_flows_spread_over_the_threads_by_the_inner_packet() {
+    let Some(mut lab) = Lab::new("one_peers_flows_spread_over_threads") else { return };
+    let _alone = common::measures_time();
+    // One peer, one outer address and port: without the reuseport program the kernel's hash of
+    // the outer 4-tuple puts every datagram on one socket, so one thread.
+    let a = lab.host("a", "10.100.0.1/24");
+    let peer = lab.host("peer", "10.100.0.2/24");
+    let da = lab
+        .udptun(&a, &["-A", "10.100.0.2", "-d", "udptun", "--threads", "2", "--address", "192.168.100.1/24"]);
+    lab.wait_device(&a, "udptun");
+    let receiver = receiver_in(&a, "192.168.100.1:5003");
+    let before = queue_thread_runtimes(lab.pid(da));
+    assert_eq!(before.len(), 2, "{before:?}");
+    const PER_FLOW: u32 = 1000;
+    common::in_netns(&peer, move || {
+        let socket = std::net::UdpSocket::bind("10.100.0.2:7777").unwrap();
+        // Two flows whose inner source ports differ in the lowest bit, which steer.rs's unit
+        // tests show the program puts on different sockets of two. One flow after the other, so
+        // that no GRO batch on the way mixes them.
+        for source_port in [40_000u16, 40_001] {
+            let [hi, lo] = source_port.to_be_bytes();
+            let udp = [hi, lo, 0x13, 0x8b, 0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+            let packet = common::ipv4_packet([192, 168, 100, 2], [192, 168, 100, 1], 17, &udp);
+            for n in 0..PER_FLOW {
+                socket.send_to(&packet, "10.100.0.1:7777").unwrap();
+                if n % 20 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let got = receive(&receiver, 2 * PER_FLOW);
+    assert!(got >= 2 * PER_FLOW * 99 / 100, "{got} of {} arrived:\n{}", 2 * PER_FLOW, lab.log(da));
+    let busy = busy_threads(&before, &queue_thread_runtimes(lab.pid(da)));
+    assert_eq!(busy.len(), 2, "only {busy:?} carried the two flows, of {before:?}");
 }
 
 #[test]
