@@ -44,6 +44,24 @@ proptest! {
         prop_assert_eq!(packet::checksum(&data), naive_checksum(&data));
     }
 
+    /// Every length 0..=2000 at odd alignments (a slice starting 0-7 bytes into its buffer),
+    /// and the same bytes summed in pieces cut anywhere.
+    #[test]
+    fn checksum_matches_the_naive_sum_at_any_alignment_and_in_pieces(
+        data in proptest::collection::vec(any::<u8>(), 2008),
+        len in 0usize..=2000,
+        start in 0usize..8,
+        cuts in (any::<prop::sample::Index>(), any::<prop::sample::Index>()),
+    ) {
+        let piece = &data[start..start + len];
+        prop_assert_eq!(packet::checksum(piece), naive_checksum(piece));
+        let (a, b) = (cuts.0.index(len + 1), cuts.1.index(len + 1));
+        let (a, b) = (a.min(b), a.max(b));
+        let mut sum = packet::Checksum::default();
+        sum.add(&piece[..a]).add(&piece[a..b]).add(&piece[b..]);
+        prop_assert_eq!(sum.finish(), naive_checksum(piece));
+    }
+
     #[test]
     fn prefix_lookup_matches_a_linear_scan(
         entries in proptest::collection::vec((v4_prefix(), any::<u16>()), 0..40),
