@@ -63,7 +63,9 @@ fn benchmarks(c: &mut Criterion) {
     });
     for len in [1400, 64] {
         let data: Vec<u8> = (0..len as u32).map(|i| (i * 7 + 3) as u8).collect();
-        c.bench_function(&format!("checksum: {len} bytes"), |b| b.iter(|| packet::checksum(black_box(&data))));
+        c.bench_function(&format!("checksum: {len} bytes"), |b| {
+            b.iter(|| packet::checksum(black_box(&data)))
+        });
     }
     c.bench_function("check: 1400-byte IPv4 datagram", |b| b.iter(|| packet::check(black_box(&to_host))));
     // What every packet pays: a TCP segment that is no SYN (the TCP checksum does not matter).
