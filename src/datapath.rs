@@ -236,7 +236,6 @@ impl Outbound {
         match self.reader.fill(device) {
             Ok(0) => return Ok(false),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if tun::is_gone(&e) => return Err(gone(e)),
             Err(e) => {
                 warn_limited!(limits.tun_read_error, "reading from the TUN failed: {e}");

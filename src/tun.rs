@@ -140,3 +140,49 @@ pub fn is_gone(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::EBADFD | libc::EBADF | libc::ENODEV))
         || error.kind() == io::ErrorKind::BrokenPipe
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::net::UdpSocket;
+
+    /// A non-blocking UDP socket stands in for a TUN queue: one `read` returns one datagram.
+    fn queue_with(datagrams: &[&[u8]]) -> UdpSocket {
+        let queue = UdpSocket::bind("127.0.0.1:0").unwrap();
+        queue.set_nonblocking(true).unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for datagram in datagrams {
+            sender.send_to(datagram, queue.local_addr().unwrap()).unwrap();
+        }
+        queue
+    }
+
+    #[test]
+    fn a_fill_reads_frames_back_to_back_until_the_queue_is_empty() {
+        let queue = queue_with(&[b"one", b"", b"three", &[7; 1500]]);
+        let mut reader = TunReader::new(2 * MAX_FRAME, 256);
+        assert_eq!(reader.fill(&queue).unwrap(), 4);
+        assert_eq!(reader.frames, vec![0..3, 3..3, 3..8, 8..1508], "each right after the last");
+        let frames: Vec<Vec<u8>> = reader.frames_mut().map(|f| f.to_vec()).collect();
+        assert_eq!(frames, vec![b"one".to_vec(), vec![], b"three".to_vec(), vec![7; 1500]]);
+        reader.frames_mut().nth(2).unwrap()[0] = b'T';
+        assert_eq!(reader.frame(2), b"Three");
+        assert_eq!(reader.fill(&queue).unwrap(), 0, "empty queue: an empty batch");
+    }
+
+    #[test]
+    fn a_fill_stops_at_the_frame_limit_and_when_the_arena_has_no_room_for_a_largest_frame() {
+        let queue = queue_with(&[b"a", b"b", b"c"]);
+        let mut reader = TunReader::new(2 * MAX_FRAME, 2);
+        assert_eq!(reader.fill(&queue).unwrap(), 2);
+        assert_eq!(reader.fill(&queue).unwrap(), 1);
+        // Room for one largest frame and a half: a second read never starts.
+        let queue = queue_with(&[b"a", b"b"]);
+        let mut reader = TunReader::new(MAX_FRAME * 3 / 2, 256);
+        assert_eq!(reader.fill(&queue).unwrap(), 2, "small frames leave room");
+        let queue = queue_with(&[&[1; 40_000], b"b"]);
+        assert_eq!(reader.fill(&queue).unwrap(), 1, "a large frame leaves too little");
+        assert_eq!(reader.fill(&queue).unwrap(), 1);
+    }
+}
