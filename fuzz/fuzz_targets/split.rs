@@ -27,7 +27,9 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(segment.payload.start, end.max(segment.payload.start), "payloads overlap");
                 end = segment.payload.end;
                 // A whole packet has no header of its own; a split one's lies after what was there.
-                assert!(segment.is_whole() || (segment.header.start >= 7 && segment.header.end <= headers.len()));
+                assert!(
+                    segment.is_whole() || (segment.header.start >= 7 && segment.header.end <= headers.len())
+                );
                 assert!(segment.len() <= 65_535);
             }
             if segments.len() > 1 {
