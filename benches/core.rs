@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the pure per-packet work: the table lookup (100,000 entries), the
-//! inbound check, MSS clamping, the ICMP error builder and receive-side coalescing.
+//! inbound check, the Internet checksum, MSS clamping, the ICMP error builder and receive-side
+//! coalescing.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -86,6 +87,12 @@ fn benchmarks(c: &mut Criterion) {
             )
         })
     });
+    for len in [1400, 64] {
+        let data: Vec<u8> = (0..len as u32).map(|i| (i * 7 + 3) as u8).collect();
+        c.bench_function(&format!("checksum: {len} bytes"), |b| {
+            b.iter(|| packet::checksum(black_box(&data)))
+        });
+    }
     c.bench_function("check: 1400-byte IPv4 datagram", |b| b.iter(|| packet::check(black_box(&to_host))));
     // What every packet pays: a TCP segment that is no SYN (the TCP checksum does not matter).
     let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));

@@ -31,7 +31,7 @@ fuzzed=
 if cargo +nightly fuzz --version >/dev/null 2>&1; then
     scratch=$(mktemp -d /tmp/udptun-fuzz.XXXXXX)
     trap 'rm -rf "$scratch"' EXIT
-    targets=(datagram icmp hosts config gro coalesce keepalive signature)
+    targets=(datagram icmp hosts config gro coalesce keepalive signature split)
     for target in "${targets[@]}"; do
         mkdir -p "$scratch/$target"
         echo "fuzz: $target for ${fuzz_secs}s"

@@ -23,17 +23,23 @@ pub struct Run {
     pub segment_size: usize,
 }
 
-/// Cuts `datagrams` (destination, length) into runs. `gso_limit` is the largest segment size
-/// that may be coalesced (0 turns coalescing off: every datagram is a run of its own).
-pub fn runs(datagrams: &[(SocketAddr, usize)], gso_limit: usize, out: &mut Vec<Run>) {
+/// Cuts `datagrams` into runs; `key` tells each one's destination and length. `gso_limit` is
+/// the largest segment size that may be coalesced (0 turns coalescing off: every datagram is a
+/// run of its own).
+pub fn runs<T>(
+    datagrams: &[T],
+    key: impl Fn(&T) -> (SocketAddr, usize),
+    gso_limit: usize,
+    out: &mut Vec<Run>,
+) {
     out.clear();
     let mut index = 0;
     while index < datagrams.len() {
-        let (dest, size) = datagrams[index];
+        let (dest, size) = key(&datagrams[index]);
         let mut run = Run { start: index, count: 1, segment_size: size };
         if size <= gso_limit {
             let mut total = size;
-            for &(next_dest, next_size) in &datagrams[index + 1..] {
+            for (next_dest, next_size) in datagrams[index + 1..].iter().map(&key) {
                 if next_dest != dest
                     || next_size > size
                     || run.count == MAX_SEGMENTS
@@ -63,7 +69,7 @@ mod tests {
 
     fn cut(datagrams: &[(SocketAddr, usize)], limit: usize) -> Vec<(usize, usize, usize)> {
         let mut out = Vec::new();
-        runs(datagrams, limit, &mut out);
+        runs(datagrams, |d| *d, limit, &mut out);
         out.iter().map(|r| (r.start, r.count, r.segment_size)).collect()
     }
 

@@ -5,7 +5,7 @@
 //! kernel allows. Nothing here allocates once the buffers are warm, takes a lock, or logs more
 //! than once a second.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -19,14 +19,15 @@ use crate::keepalive::Key;
 use crate::packet;
 use crate::peers::{Admission, Inbound, KeepaliveOutcome, PeerId, PeerTable, Reception, Roaming, Verdict};
 use crate::poll;
+use crate::split::{self, Segment};
 use crate::stats::{DropReason, RateLimit, Shared, TokenBucket, Traffic, clock_ms, clock_ns};
-use crate::tun::{self, TunWriter};
+use crate::tun::{self, TunReader, TunWriter};
 use crate::udp::{self, Receiver, Sender};
 
-/// Packets per TUN → UDP batch. A 64 KiB TSO packet splits into at most
-/// [`SUPER_PACKET_SEGMENTS`] packets, so a batch always has room for one more read.
+/// Frames per TUN → UDP batch, and the arena they are read into: hundreds of small packets, or
+/// at least four 64 KiB TSO super-packets (each up to [`split::MAX_SEGMENTS`] datagrams).
 const OUTBOUND_BATCH: usize = 256;
-const SUPER_PACKET_SEGMENTS: usize = 128;
+const OUTBOUND_ARENA: usize = 4 * tun::MAX_FRAME;
 /// Largest IP packet the TUN can hand over or take.
 const MAX_PACKET: usize = 65_535;
 /// UDP receive buffers per `recvmmsg` with GRO (each holds up to 64 datagrams) and without.
@@ -188,23 +189,25 @@ macro_rules! warn_limited {
     };
 }
 
-/// Reuses a vector's allocation for borrows of a new lifetime (the vector is emptied).
-fn recycle<'b>(mut slices: Vec<IoSlice<'_>>) -> Vec<IoSlice<'b>> {
-    slices.clear();
-    slices.into_iter().map(|_| unreachable!("the vector is empty")).collect()
+/// A packet bound for a peer: which frame of the batch and which segment of it.
+struct Outgoing {
+    frame: usize,
+    segment: Segment,
+    to: SocketAddr,
+    peer: PeerId,
 }
 
-/// TUN → UDP: read packets (splitting TSO super-packets), route them, send them.
+/// TUN → UDP: read frames, split TSO super-packets into segments (headers in a small arena,
+/// payloads left in the frames), route them, send them.
 struct Outbound {
-    raw: Vec<u8>,
-    packets: Vec<Vec<u8>>,
-    sizes: Vec<usize>,
-    datagrams: Vec<(SocketAddr, usize)>,
-    /// The peer of each datagram, for its counters.
-    peers: Vec<PeerId>,
+    reader: TunReader,
+    /// The headers of the segments of split super-packets.
+    headers: Vec<u8>,
+    /// The segments of the frame being split.
+    segments: Vec<Segment>,
+    outgoing: Vec<Outgoing>,
     /// Indexes of the datagrams whose send failed, ascending.
     failed: Vec<usize>,
-    payloads: Vec<IoSlice<'static>>,
     reply: Vec<u8>,
     reply_offset: usize,
     sender: Sender,
@@ -213,15 +216,11 @@ struct Outbound {
 impl Outbound {
     fn new(options: Options) -> Self {
         Self {
-            raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
-            // Zeroed allocations stay untouched (not resident) until a packet lands in them;
-            // cloning one buffer (`vec![buf; n]`) would write every byte.
-            packets: (0..OUTBOUND_BATCH).map(|_| vec![0u8; MAX_PACKET]).collect(),
-            sizes: vec![0; OUTBOUND_BATCH],
-            datagrams: Vec::with_capacity(OUTBOUND_BATCH),
-            peers: Vec::with_capacity(OUTBOUND_BATCH),
+            reader: TunReader::new(OUTBOUND_ARENA, OUTBOUND_BATCH),
+            headers: Vec::new(),
+            segments: Vec::new(),
+            outgoing: Vec::with_capacity(OUTBOUND_BATCH),
             failed: Vec::new(),
-            payloads: Vec::with_capacity(OUTBOUND_BATCH),
             reply: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
             reply_offset: if options.tun_offload { VIRTIO_NET_HDR_LEN } else { 0 },
             sender: Sender::new(options.gso),
@@ -238,93 +237,101 @@ impl Outbound {
         limits: &Limits,
     ) -> io::Result<bool> {
         let device = &queue.device;
-        let mut filled = 0;
-        while OUTBOUND_BATCH - filled >= SUPER_PACKET_SEGMENTS {
-            match device.recv_multiple(
-                &mut self.raw,
-                &mut self.packets[filled..],
-                &mut self.sizes[filled..],
-                0,
-            ) {
-                Ok(count) => filled += count,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if tun::is_gone(&e) => return Err(gone(e)),
-                // A super-packet the splitter refused: drop it, keep going.
-                Err(e) => {
-                    shared.stats.drop(DropReason::Malformed, 1);
-                    warn_limited!(limits.tun_read_error, "dropped a packet read from the TUN: {e}");
-                }
+        match self.reader.fill(device) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(e) if tun::is_gone(&e) => return Err(gone(e)),
+            Err(e) => {
+                warn_limited!(limits.tun_read_error, "reading from the TUN failed: {e}");
+                return Ok(true);
             }
-        }
-        if filled == 0 {
-            return Ok(false);
         }
 
         let table = shared.table.load();
-        let mut payloads = recycle(std::mem::take(&mut self.payloads));
-        let (datagrams, peers, failed) = (&mut self.datagrams, &mut self.peers, &mut self.failed);
-        datagrams.clear();
-        peers.clear();
-        failed.clear();
-        let (mut unreachable, mut ignored, mut suppressed, mut clamped) = (0, 0, 0, 0);
+        let (headers, segments, outgoing) = (&mut self.headers, &mut self.segments, &mut self.outgoing);
+        headers.clear();
+        outgoing.clear();
+        let mut tally = Tally::default();
         // Read once per batch, and only if an error is due.
         let mut now_ns = None;
-        for (packet, &size) in self.packets.iter_mut().zip(&self.sizes[..filled]) {
-            let packet = &mut packet[..size];
+        for (index, frame) in self.reader.frames_mut().enumerate() {
+            segments.clear();
+            if !options.tun_offload {
+                segments.push(Segment { header: 0..0, payload: 0..frame.len() });
+            } else if let Err(refusal) = split::split(frame, headers, segments) {
+                tally.drop(DropReason::Malformed);
+                warn_limited!(limits.malformed, "dropped a frame read from the TUN: {}", refusal.as_str());
+                continue;
+            }
+            // Every segment of a frame has the frame's addresses: one verdict for them all.
+            let start = self.reply_offset.min(frame.len());
+            let packet = &frame[start..];
             match table.route(packet) {
                 Verdict::Send(to, peer) => {
-                    clamped += clamp_mss(packet, options);
-                    datagrams.push((udp::to_socket_family(to, options.socket_is_v6), size));
-                    peers.push(peer);
-                    payloads.push(IoSlice::new(packet));
+                    let to = udp::to_socket_family(to, options.socket_is_v6);
+                    for segment in segments.drain(..) {
+                        // Only a whole packet can be a SYN (the kernel never makes a SYN a
+                        // super-packet), so clamping in place in the frame is enough.
+                        if segment.is_whole() {
+                            tally.mss_clamped += clamp_mss(&mut frame[segment.payload.clone()], options);
+                        }
+                        outgoing.push(Outgoing { frame: index, segment, to, peer });
+                    }
                 }
                 Verdict::Unreachable => {
-                    unreachable += 1;
+                    tally.drops[DropReason::NoMapping as usize] += segments.len() as u64;
                     let offset = self.reply_offset;
                     let allow = || {
                         let now = *now_ns.get_or_insert_with(clock_ns);
                         let allowed = limits.icmp_errors.take(now);
-                        suppressed += u64::from(!allowed);
+                        tally.icmp_errors_suppressed += u64::from(!allowed);
                         allowed
                     };
                     if let Some(len) = packet::unreachable_limited(packet, &mut self.reply[offset..], allow) {
                         self.reply[..offset].fill(0);
                         if let Err(e) = device.send(&self.reply[..offset + len]) {
-                            shared.stats.drop(DropReason::TunWriteError, tun_write_failed(e, limits)?);
+                            tally.drops[DropReason::TunWriteError as usize] += tun_write_failed(e, limits)?;
                         }
                     }
                 }
-                Verdict::Ignore => ignored += 1,
+                Verdict::Ignore => tally.drops[DropReason::Ignored as usize] += segments.len() as u64,
             }
         }
-        shared.stats.drop(DropReason::NoMapping, unreachable);
-        shared.stats.drop(DropReason::Ignored, ignored);
-        add(&shared.stats.icmp_errors_suppressed, suppressed);
-        add(&shared.stats.mss_clamped, clamped);
-
-        self.sender.send(&queue.socket, datagrams, &payloads, &mut |failure| {
+        let mut batch = self.sender.batch();
+        for out in outgoing.iter() {
+            let frame = self.reader.frame(out.frame);
+            batch.push(
+                out.to,
+                out.peer,
+                [&headers[out.segment.header.clone()], &frame[out.segment.payload.clone()]],
+            );
+        }
+        let failed = &mut self.failed;
+        failed.clear();
+        batch.send(&queue.socket, &mut |failure| {
             failed.push(failure.index);
             warn_limited!(
                 limits.send_error,
                 "sending to {} failed: {}",
-                datagrams[failure.index].0,
+                outgoing[failure.index].to,
                 failure.error
             );
         });
-        shared.stats.drop(DropReason::SendError, failed.len() as u64);
+        tally.drops[DropReason::SendError as usize] += failed.len() as u64;
+        tally.publish(shared);
         let mut per_peer = PerPeer::default();
         let mut failures = failed.iter().peekable();
-        for (index, (&(_, size), &peer)) in datagrams.iter().zip(peers.iter()).enumerate() {
+        for (index, transmit) in batch.transmits().iter().enumerate() {
             if failures.next_if_eq(&&index).is_none() {
-                per_peer.add(&table, peer, size, |traffic, packets, bytes| traffic.add_sent(packets, bytes));
+                per_peer.add(&table, transmit.peer, transmit.len, |traffic, packets, bytes| {
+                    traffic.add_sent(packets, bytes)
+                });
             }
         }
         let (packets, bytes) =
             per_peer.finish(&table, |traffic, packets, bytes| traffic.add_sent(packets, bytes));
         add(&shared.stats.sent_packets, packets);
         add(&shared.stats.sent_bytes, bytes);
-        self.payloads = recycle(payloads);
         Ok(true)
     }
 }

@@ -29,6 +29,7 @@ pub mod prefix;
 pub mod privileges;
 pub mod show;
 pub mod signature;
+pub mod split;
 pub mod stats;
 pub mod steer;
 pub mod tun;

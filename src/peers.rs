@@ -210,6 +210,14 @@ pub struct Reception<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerId(u32);
 
+#[cfg(test)]
+impl PeerId {
+    /// Any id, for tests of code that only carries it.
+    pub(crate) fn for_tests(id: u32) -> Self {
+        Self(id)
+    }
+}
+
 /// What to do with one packet read from the TUN.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {

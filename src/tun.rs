@@ -3,7 +3,8 @@
 //! [`TunWriter`] writes received packets to it, coalesced into super-packets where it can.
 
 use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
 use tun_rs::{DeviceBuilder, SyncDevice};
@@ -64,6 +65,80 @@ pub fn create(name: &str, queues: usize, offload: bool, mtu: u16) -> io::Result<
         handle.set_nonblocking(true)?;
     }
     Ok(Tun { name, queues: handles, offload, udp_offload })
+}
+
+/// Largest frame one TUN read may return: a virtio-net header and a 64 KiB IP packet.
+pub const MAX_FRAME: usize = 10 + 65_535;
+
+/// Reads batches of frames from a TUN queue into one contiguous arena, each read landing right
+/// after the previous one, so that a batch of small packets costs no copies and no buffer per
+/// packet. A frame is what one `read` returns: with offloads a virtio-net header and a packet or
+/// super-packet, without them one packet. Frames stay valid (and mutable, to complete checksums
+/// and clamp MSS in place) until the next [`TunReader::fill`].
+pub struct TunReader {
+    arena: Vec<u8>,
+    frames: Vec<Range<usize>>,
+    max_frames: usize,
+}
+
+impl TunReader {
+    /// A reader whose batches hold up to `max_frames` frames in an arena of `arena_bytes` (at
+    /// least [`MAX_FRAME`], so that every batch has room for one frame of any size).
+    pub fn new(arena_bytes: usize, max_frames: usize) -> Self {
+        Self {
+            // Zeroed allocations stay untouched (not resident) until frames land in them.
+            arena: vec![0u8; arena_bytes.max(MAX_FRAME)],
+            frames: Vec::with_capacity(max_frames),
+            max_frames: max_frames.max(1),
+        }
+    }
+
+    /// Reads frames from the non-blocking `device` until its queue is empty, fewer than
+    /// [`MAX_FRAME`] bytes of the arena remain or the batch holds `max_frames` frames. Returns
+    /// how many it holds. An error ends the batch: it is returned only if no frame was read
+    /// (the next fill meets it again if it lasts).
+    pub fn fill(&mut self, device: &impl AsRawFd) -> io::Result<usize> {
+        self.frames.clear();
+        let mut used = 0;
+        while self.frames.len() < self.max_frames && self.arena.len() - used >= MAX_FRAME {
+            match read(device.as_raw_fd(), &mut self.arena[used..used + MAX_FRAME]) {
+                Ok(len) => {
+                    self.frames.push(used..used + len);
+                    used += len;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || !self.frames.is_empty() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(self.frames.len())
+    }
+
+    /// The frames of the last fill, mutable.
+    pub fn frames_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        let mut rest: &mut [u8] = &mut self.arena;
+        let mut at = 0;
+        self.frames.iter().map(move |range| {
+            // Frames are ascending and disjoint: skip to this one, split it off.
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(range.start - at);
+            let (frame, tail) = tail.split_at_mut(range.len());
+            rest = tail;
+            at = range.end;
+            frame
+        })
+    }
+
+    /// Frame `index` of the last fill.
+    pub fn frame(&self, index: usize) -> &[u8] {
+        &self.arena[self.frames[index].clone()]
+    }
+}
+
+/// One `read(2)` into `buf`.
+fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length for the duration of the call.
+    let rc = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
 
 /// Whether a TUN read or write error means the device is gone for good.
@@ -176,4 +251,50 @@ impl Drop for TunBatch<'_, '_> {
 fn recycle<A, B>(mut items: Vec<A>) -> Vec<B> {
     items.clear();
     items.into_iter().map(|_| unreachable!("the vector is empty")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::net::UdpSocket;
+
+    /// A non-blocking UDP socket stands in for a TUN queue: one `read` returns one datagram.
+    fn queue_with(datagrams: &[&[u8]]) -> UdpSocket {
+        let queue = UdpSocket::bind("127.0.0.1:0").unwrap();
+        queue.set_nonblocking(true).unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for datagram in datagrams {
+            sender.send_to(datagram, queue.local_addr().unwrap()).unwrap();
+        }
+        queue
+    }
+
+    #[test]
+    fn a_fill_reads_frames_back_to_back_until_the_queue_is_empty() {
+        let queue = queue_with(&[b"one", b"", b"three", &[7; 1500]]);
+        let mut reader = TunReader::new(2 * MAX_FRAME, 256);
+        assert_eq!(reader.fill(&queue).unwrap(), 4);
+        assert_eq!(reader.frames, vec![0..3, 3..3, 3..8, 8..1508], "each right after the last");
+        let frames: Vec<Vec<u8>> = reader.frames_mut().map(|f| f.to_vec()).collect();
+        assert_eq!(frames, vec![b"one".to_vec(), vec![], b"three".to_vec(), vec![7; 1500]]);
+        reader.frames_mut().nth(2).unwrap()[0] = b'T';
+        assert_eq!(reader.frame(2), b"Three");
+        assert_eq!(reader.fill(&queue).unwrap(), 0, "empty queue: an empty batch");
+    }
+
+    #[test]
+    fn a_fill_stops_at_the_frame_limit_and_when_the_arena_has_no_room_for_a_largest_frame() {
+        let queue = queue_with(&[b"a", b"b", b"c"]);
+        let mut reader = TunReader::new(2 * MAX_FRAME, 2);
+        assert_eq!(reader.fill(&queue).unwrap(), 2);
+        assert_eq!(reader.fill(&queue).unwrap(), 1);
+        // Room for one largest frame and a half: a second read never starts.
+        let queue = queue_with(&[b"a", b"b"]);
+        let mut reader = TunReader::new(MAX_FRAME * 3 / 2, 256);
+        assert_eq!(reader.fill(&queue).unwrap(), 2, "small frames leave room");
+        let queue = queue_with(&[&[1; 40_000], b"b"]);
+        assert_eq!(reader.fill(&queue).unwrap(), 1, "a large frame leaves too little");
+        assert_eq!(reader.fill(&queue).unwrap(), 1);
+    }
 }

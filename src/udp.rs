@@ -7,7 +7,8 @@
 //! also returns, and forbids fragmentation, which would drop the large packets that the
 //! original udptun (and kernel FOU) let the kernel fragment.
 
-use std::io::{self, IoSlice};
+use std::io;
+use std::marker::PhantomData;
 use std::mem::{self, MaybeUninit};
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::ops::Range;
@@ -16,6 +17,7 @@ use std::os::fd::AsRawFd;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::batch::{self, Run};
+use crate::peers::PeerId;
 
 /// Socket buffer size asked for, so that bursts are absorbed instead of dropped.
 const SOCKET_BUFFER_BYTES: usize = 8 << 20;
@@ -133,7 +135,7 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// What became of one datagram handed to [`Sender::send`].
+/// What became of one datagram handed to [`Batch::send`].
 #[derive(Debug)]
 pub struct SendFailure {
     /// Index of the datagram in the batch.
@@ -142,13 +144,33 @@ pub struct SendFailure {
     pub error: io::Error,
 }
 
-/// Sends batches of datagrams with as few system calls as the kernel allows. One per thread.
+/// One datagram of a batch: where it goes, the peer whose counters it adds to, its length, and
+/// where its bytes lie: up to two pieces (a split segment's header in the header arena and its
+/// payload in the frame, or a whole packet), as `iovecs[first..first + pieces]` of the sender.
+#[derive(Clone, Copy, Debug)]
+pub struct Transmit {
+    /// The destination.
+    pub to: SocketAddr,
+    /// The peer, for its counters.
+    pub peer: PeerId,
+    /// The datagram's length.
+    pub len: usize,
+    first: usize,
+    pieces: usize,
+}
+
+/// Sends batches of datagrams with as few system calls as the kernel allows. One per thread;
+/// it owns the list of transmits, which a [`Batch`] fills and sends.
 pub struct Sender {
     /// Largest segment size still coalesced with GSO; 0 when GSO is off.
     gso_limit: usize,
     /// Messages that went out carrying more than one datagram (GSO): what the tests observe.
     #[cfg(test)]
     segmented_messages: u64,
+    transmits: Vec<Transmit>,
+    /// The pieces of every transmit, in order: a run's message gathers a contiguous stretch.
+    /// They point into the data a [`Batch`] borrows and are cleared when the next one starts.
+    iovecs: Vec<libc::iovec>,
     runs: Vec<Run>,
     addresses: Vec<SockAddr>,
     controls: Vec<[u8; CMSG_BUFFER]>,
@@ -162,6 +184,8 @@ impl Sender {
             gso_limit: if gso { usize::MAX } else { 0 },
             #[cfg(test)]
             segmented_messages: 0,
+            transmits: Vec::new(),
+            iovecs: Vec::new(),
             runs: Vec::new(),
             addresses: Vec::new(),
             controls: Vec::new(),
@@ -169,44 +193,12 @@ impl Sender {
         }
     }
 
-    /// Sends each payload to the address of the matching entry of `datagrams`, blocking
-    /// while the socket buffer is full so that nothing is dropped for lack of room. Datagrams the
-    /// kernel refuses are reported through `on_failure`; the rest of the batch still goes out.
-    ///
-    /// Panics unless there is one payload per datagram, each of the length its datagram gives:
-    /// the iovecs handed to the kernel are cut by those lengths, so a mismatch is a bug that
-    /// must stop here rather than send the wrong bytes.
-    pub fn send(
-        &mut self,
-        socket: &Socket,
-        datagrams: &[(SocketAddr, usize)],
-        payloads: &[IoSlice<'_>],
-        on_failure: &mut dyn FnMut(SendFailure),
-    ) {
-        assert_eq!(datagrams.len(), payloads.len(), "one payload per datagram");
-        assert!(
-            datagrams.iter().zip(payloads).all(|(&(_, len), payload)| payload.len() == len),
-            "each payload has its datagram's length"
-        );
-        batch::runs(datagrams, self.gso_limit, &mut self.runs);
-        let mut next = 0;
-        while next < self.runs.len() {
-            match self.send_runs(socket, datagrams, payloads, next) {
-                Ok(sent) => {
-                    #[cfg(test)]
-                    {
-                        let runs = self.runs[next..].iter().take(sent);
-                        self.segmented_messages += runs.filter(|r| r.count > 1).count() as u64;
-                    }
-                    next += sent;
-                }
-                Err(error) => {
-                    let run = self.runs[next];
-                    next += 1;
-                    self.recover(socket, datagrams, payloads, run, error, on_failure);
-                }
-            }
-        }
+    /// Starts an empty batch whose datagrams borrow bytes for `'d`: the borrow keeps them alive
+    /// (and unchanged) for as long as the batch may hand them to the kernel.
+    pub fn batch<'d>(&mut self) -> Batch<'_, 'd> {
+        self.transmits.clear();
+        self.iovecs.clear();
+        Batch { sender: self, data: PhantomData }
     }
 
     /// How many messages the kernel accepted that carried several datagrams (`UDP_SEGMENT`);
@@ -217,33 +209,26 @@ impl Sender {
     }
 
     /// One `sendmmsg` for the runs from `first` on; returns how many went out.
-    fn send_runs(
-        &mut self,
-        socket: &Socket,
-        datagrams: &[(SocketAddr, usize)],
-        payloads: &[IoSlice<'_>],
-        first: usize,
-    ) -> io::Result<usize> {
+    fn send_runs(&mut self, socket: &Socket, first: usize) -> io::Result<usize> {
         let runs = &self.runs[first..];
         self.addresses.clear();
-        self.addresses.extend(runs.iter().map(|r| SockAddr::from(datagrams[r.start].0)));
+        self.addresses.extend(runs.iter().map(|r| SockAddr::from(self.transmits[r.start].to)));
         self.controls.resize(runs.len(), [0; CMSG_BUFFER]);
         self.headers.clear();
         for (i, run) in runs.iter().enumerate() {
-            // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
-            let mut header: libc::msghdr = unsafe { mem::zeroed() };
-            header.msg_name = self.addresses[i].as_ptr() as *mut libc::c_void;
-            header.msg_namelen = self.addresses[i].len();
-            // IoSlice is ABI-compatible with iovec; sendmsg does not write through it.
-            header.msg_iov = payloads[run.start..].as_ptr() as *mut libc::iovec;
-            header.msg_iovlen = run.count;
+            let (head, tail) = (self.transmits[run.start], self.transmits[run.start + run.count - 1]);
+            // The run's datagrams' pieces are consecutive: the kernel cuts their concatenation
+            // at the segment size.
+            let iovecs = &self.iovecs[head.first..tail.first + tail.pieces];
+            let mut header = message(&self.addresses[i], iovecs);
             if run.count > 1 {
                 set_segment_size(&mut header, &mut self.controls[i], run.segment_size as u16);
             }
             self.headers.push(libc::mmsghdr { msg_hdr: header, msg_len: 0 });
         }
         loop {
-            // SAFETY: headers point into buffers that live until this call returns.
+            // SAFETY: headers point into buffers that live until this call returns (the iovecs'
+            // targets are borrowed by the batch that called this).
             let sent = unsafe {
                 libc::sendmmsg(socket.as_raw_fd(), self.headers.as_mut_ptr(), self.headers.len() as u32, 0)
             };
@@ -262,8 +247,6 @@ impl Sender {
     fn recover(
         &mut self,
         socket: &Socket,
-        datagrams: &[(SocketAddr, usize)],
-        payloads: &[IoSlice<'_>],
         run: Run,
         error: io::Error,
         on_failure: &mut dyn FnMut(SendFailure),
@@ -284,9 +267,10 @@ impl Sender {
                     );
                 }
             }
-            let end = run.start + run.count;
-            for index in run.start..end {
-                if let Err(error) = send_one(socket, datagrams[index].0, &payloads[index]) {
+            for index in run.start..run.start + run.count {
+                let transmit = self.transmits[index];
+                let iovecs = &self.iovecs[transmit.first..transmit.first + transmit.pieces];
+                if let Err(error) = send_one(socket, &SockAddr::from(transmit.to), iovecs) {
                     on_failure(SendFailure { index, error });
                 }
             }
@@ -294,6 +278,74 @@ impl Sender {
             on_failure(SendFailure { index: run.start, error });
         }
     }
+}
+
+/// A batch of datagrams being gathered by a [`Sender`]; their bytes are borrowed for `'d`.
+pub struct Batch<'s, 'd> {
+    sender: &'s mut Sender,
+    data: PhantomData<&'d [u8]>,
+}
+
+impl<'d> Batch<'_, 'd> {
+    /// Adds a datagram to `to` (for `peer`'s counters) made of `pieces` one after the other
+    /// (empty pieces are left out).
+    pub fn push(&mut self, to: SocketAddr, peer: PeerId, pieces: [&'d [u8]; 2]) {
+        let sender = &mut *self.sender;
+        let first = sender.iovecs.len();
+        let mut len = 0;
+        for piece in pieces.into_iter().filter(|p| !p.is_empty()) {
+            len += piece.len();
+            // The kernel only reads through it (sendmsg).
+            sender
+                .iovecs
+                .push(libc::iovec { iov_base: piece.as_ptr() as *mut libc::c_void, iov_len: piece.len() });
+        }
+        sender.transmits.push(Transmit { to, peer, len, first, pieces: sender.iovecs.len() - first });
+    }
+
+    /// The datagrams added so far, in order (the indexes of [`SendFailure`]).
+    pub fn transmits(&self) -> &[Transmit] {
+        &self.sender.transmits
+    }
+
+    /// Sends the batch, blocking while the socket buffer is full so that nothing is dropped for
+    /// lack of room. Datagrams the kernel refuses are reported through `on_failure`; the rest of
+    /// the batch still goes out. Runs of datagrams to one destination of one size go out as one
+    /// message each with `UDP_SEGMENT` (see [`batch::runs`]).
+    pub fn send(&mut self, socket: &Socket, on_failure: &mut dyn FnMut(SendFailure)) {
+        let sender = &mut *self.sender;
+        batch::runs(&sender.transmits, |t| (t.to, t.len), sender.gso_limit, &mut sender.runs);
+        let mut next = 0;
+        while next < sender.runs.len() {
+            match sender.send_runs(socket, next) {
+                Ok(sent) => {
+                    #[cfg(test)]
+                    {
+                        let runs = sender.runs[next..].iter().take(sent);
+                        sender.segmented_messages += runs.filter(|r| r.count > 1).count() as u64;
+                    }
+                    next += sent;
+                }
+                Err(error) => {
+                    let run = sender.runs[next];
+                    next += 1;
+                    sender.recover(socket, run, error, on_failure);
+                }
+            }
+        }
+    }
+}
+
+/// A message to `address` gathering `iovecs`, without control data.
+fn message(address: &SockAddr, iovecs: &[libc::iovec]) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is valid; the pointers set here are the caller's to keep valid.
+    let mut header: libc::msghdr = unsafe { mem::zeroed() };
+    header.msg_name = address.as_ptr() as *mut libc::c_void;
+    header.msg_namelen = address.len();
+    // sendmsg does not write through it.
+    header.msg_iov = iovecs.as_ptr() as *mut libc::iovec;
+    header.msg_iovlen = iovecs.len();
+    header
 }
 
 /// What a GSO send of `segment_size`-byte datagrams that the kernel refused with `errno` teaches:
@@ -308,12 +360,17 @@ fn gso_limit_after_refusal(errno: Option<i32>, segment_size: usize, limit: usize
     }
 }
 
-fn send_one(socket: &Socket, dest: SocketAddr, payload: &[u8]) -> io::Result<()> {
+/// Sends one datagram gathered from `iovecs` with `sendmsg`.
+fn send_one(socket: &Socket, address: &SockAddr, iovecs: &[libc::iovec]) -> io::Result<()> {
+    let header = message(address, iovecs);
     loop {
-        match socket.send_to(payload, &dest.into()) {
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+        // SAFETY: the header points at `address` and `iovecs`, valid for the call.
+        if unsafe { libc::sendmsg(socket.as_raw_fd(), &header, 0) } >= 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
         }
     }
 }
@@ -527,25 +584,6 @@ mod tests {
         }
     }
 
-    #[test]
-    #[should_panic(expected = "one payload per datagram")]
-    fn send_refuses_more_datagrams_than_payloads() {
-        let (tx, _rx, addr) = loopback_pair();
-        let payload = [0u8; 100];
-        let datagrams = [(addr, 100), (addr, 100)];
-        Sender::new(true).send(&tx, &datagrams, &[IoSlice::new(&payload)], &mut |_| {});
-    }
-
-    #[test]
-    #[should_panic(expected = "each payload has its datagram's length")]
-    fn send_refuses_a_payload_shorter_than_its_datagram() {
-        let (tx, _rx, addr) = loopback_pair();
-        let (long, short) = ([0u8; 100], [0u8; 10]);
-        let datagrams = [(addr, 100), (addr, 100)];
-        let payloads = [IoSlice::new(&long), IoSlice::new(&short)];
-        Sender::new(true).send(&tx, &datagrams, &payloads, &mut |_| {});
-    }
-
     /// What a round trip observed besides the payloads.
     struct Offloads {
         /// Messages the sender handed to the kernel with several datagrams each (GSO).
@@ -557,17 +595,22 @@ mod tests {
     }
 
     /// Sends `sizes` as one batch, receives until all arrived, checks that they arrived whole
-    /// and in order, and returns what the offloads did.
+    /// and in order, and returns what the offloads did. Datagram `i` is sent in two pieces cut
+    /// `i` bytes in (as a split segment's header and payload), or whole when that is past its end.
     fn round_trip(gso: bool, gro: bool, sizes: &[usize]) -> Offloads {
         let (tx, rx, addr) = loopback_pair();
         if gro {
             assert!(enable_gro(&rx));
         }
         let payloads: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| vec![i as u8; n]).collect();
-        let slices: Vec<IoSlice> = payloads.iter().map(|p| IoSlice::new(p)).collect();
-        let datagrams: Vec<_> = sizes.iter().map(|&n| (addr, n)).collect();
         let mut sender = Sender::new(gso);
-        sender.send(&tx, &datagrams, &slices, &mut |f| panic!("send failed: {f:?}"));
+        let mut batch = sender.batch();
+        for (i, payload) in payloads.iter().enumerate() {
+            let (head, tail) = payload.split_at(i.min(payload.len()));
+            batch.push(addr, PeerId::for_tests(i as u32), [head, tail]);
+        }
+        assert_eq!(batch.transmits().iter().map(|t| t.len).collect::<Vec<_>>(), sizes);
+        batch.send(&tx, &mut |f| panic!("send failed: {f:?}"));
         let mut receiver = Receiver::new(8, GRO_BUFFER_BYTES);
         let mut got = Vec::new();
         let mut offloads = Offloads {

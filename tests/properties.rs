@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use udptun::packet::{self, Malformed, Malformed::*};
 use udptun::prefix::{Prefix, PrefixMap};
-use udptun::{coalesce, hosts};
+use udptun::{coalesce, hosts, split};
 
 /// RFC 1071 the slow way: 64-bit sum of padded 16-bit words, folded once at the end.
 fn naive_checksum(data: &[u8]) -> u16 {
@@ -42,6 +42,24 @@ proptest! {
     #[test]
     fn checksum_matches_the_naive_sum(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
         prop_assert_eq!(packet::checksum(&data), naive_checksum(&data));
+    }
+
+    /// Every length 0..=2000 at odd alignments (a slice starting 0-7 bytes into its buffer),
+    /// and the same bytes summed in pieces cut anywhere.
+    #[test]
+    fn checksum_matches_the_naive_sum_at_any_alignment_and_in_pieces(
+        data in proptest::collection::vec(any::<u8>(), 2008),
+        len in 0usize..=2000,
+        start in 0usize..8,
+        cuts in (any::<prop::sample::Index>(), any::<prop::sample::Index>()),
+    ) {
+        let piece = &data[start..start + len];
+        prop_assert_eq!(packet::checksum(piece), naive_checksum(piece));
+        let (a, b) = (cuts.0.index(len + 1), cuts.1.index(len + 1));
+        let (a, b) = (a.min(b), a.max(b));
+        let mut sum = packet::Checksum::default();
+        sum.add(&piece[..a]).add(&piece[a..b]).add(&piece[b..]);
+        prop_assert_eq!(sum.finish(), naive_checksum(piece));
     }
 
     #[test]
@@ -427,5 +445,104 @@ proptest! {
             }).collect();
             prop_assert_eq!(sent, got);
         }
+    }
+}
+
+/// A super-packet as the TUN hands it over with offloads: its virtio header and the packet
+/// (IPv4 or IPv6; TCP with `options` bytes of options, or UDP), and the payload it carries.
+fn super_packet(
+    v6: bool,
+    tcp: bool,
+    options: usize,
+    seq: u32,
+    flags: u8,
+    gso_size: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ip_len = if v6 { 40 } else { 20 };
+    let l4_len = if tcp { 20 + options } else { 8 };
+    let mut p = vec![0u8; ip_len + l4_len];
+    let protocol = if tcp { 6 } else { 17 };
+    if v6 {
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&((l4_len + payload.len()) as u16).to_be_bytes());
+        p[6] = protocol;
+        p[7] = 64;
+        p[8] = 0xfd;
+        p[23] = 1;
+        p[24] = 0xfd;
+        p[39] = 2;
+    } else {
+        p[..12].copy_from_slice(&[0x45, 0, 0, 0, 0xab, 0xcd, 0x40, 0, 64, protocol, 0, 0]);
+        p[12..20].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    }
+    let l4 = &mut p[ip_len..];
+    l4[..4].copy_from_slice(&[0x1f, 0x90, 0xc3, 0x50]);
+    if tcp {
+        l4[4..8].copy_from_slice(&seq.to_be_bytes());
+        l4[12] = ((l4_len / 4) as u8) << 4;
+        l4[13] = flags;
+        // NOP options, so the header stays well formed.
+        l4[20..].fill(1);
+    }
+    let virtio = split::VirtioHeader {
+        flags: 1,
+        gso_type: match (tcp, v6) {
+            (false, _) => 5,
+            (true, false) => 1,
+            (true, true) => 4,
+        },
+        hdr_len: (ip_len + l4_len) as u16,
+        gso_size,
+        csum_start: ip_len as u16,
+        csum_offset: if tcp { 16 } else { 6 },
+    };
+    [&virtio.to_bytes()[..], &p, payload].concat()
+}
+
+/// The L4 checksum of a whole packet with its pseudo-header, computed afresh: 0 when right.
+fn l4_checksum(packet: &[u8]) -> u16 {
+    let (ip_len, protocol, addresses) = match packet[0] >> 4 {
+        4 => (20, packet[9], &packet[12..20]),
+        _ => (40, packet[6], &packet[8..40]),
+    };
+    let l4 = &packet[ip_len..];
+    let pseudo = [addresses, &[0, protocol], &(l4.len() as u16).to_be_bytes(), l4].concat();
+    naive_checksum(&pseudo)
+}
+
+proptest! {
+    /// What the splitter cuts, joined again, is the super-packet's payload; every segment is one
+    /// valid IP packet no larger than the headers and the segment size (the MTU the kernel
+    /// sized them for), with a valid L4 checksum and its sequence number where its bytes begin.
+    #[test]
+    fn split_segments_are_valid_packets_that_rejoin_to_the_payload(
+        (v6, tcp) in (any::<bool>(), any::<bool>()),
+        options in (0usize..=10).prop_map(|words| words * 4),
+        seq in any::<u32>(),
+        flags in any::<u8>(),
+        gso_size in 1u16..2000,
+        payload in vec(any::<u8>(), 1..20_000),
+    ) {
+        let gso_size = gso_size.max((payload.len().div_ceil(split::MAX_SEGMENTS)) as u16);
+        let mut frame = super_packet(v6, tcp, options, seq, flags, gso_size, &payload);
+        let (mut headers, mut segments) = (Vec::new(), Vec::new());
+        prop_assert_eq!(split::split(&mut frame, &mut headers, &mut segments), Ok(()));
+        let hdr_len = (if v6 { 40 } else { 20 }) + if tcp { 20 + options } else { 8 };
+        let mut joined = Vec::new();
+        for (i, segment) in segments.iter().enumerate() {
+            prop_assert!(segment.payload.start >= split::VIRTIO_HEADER_LEN && segment.payload.end <= frame.len());
+            let packet = [&headers[segment.header.clone()], &frame[segment.payload.clone()]].concat();
+            prop_assert!(packet.len() <= hdr_len + usize::from(gso_size));
+            prop_assert!(packet::check(&packet).is_ok(), "segment {} is no valid IP packet", i);
+            prop_assert_eq!(l4_checksum(&packet), 0, "segment {}", i);
+            if tcp {
+                let at = hdr_len - options - 20 + 4;
+                let got = u32::from_be_bytes([packet[at], packet[at + 1], packet[at + 2], packet[at + 3]]);
+                prop_assert_eq!(got, seq.wrapping_add(joined.len() as u32));
+            }
+            joined.extend_from_slice(&packet[hdr_len..]);
+        }
+        prop_assert_eq!(joined, payload);
     }
 }
