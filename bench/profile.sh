@@ -42,7 +42,7 @@ wait "$perf_send" "$perf_recv"
 
 summary() { # DATA -> "share symbol" lines, self time
     perf report -i "$1" -g none --no-children --sort sym --percent-limit 1 --stdio 2>/dev/null |
-        awk '/^ +[0-9.]+%/ {pct=$1; $1=""; $2=""; sub(/^ +/, ""); print pct "\t" $0}' | head -n "$top"
+        sed -nE 's/^ +([0-9.]+%) +\[[^]]*\] +(.*[^ ]) *$/\1\t\2/p' | head -n "$top"
 }
 echo "| sending end ($load) | % | receiving end ($load) | % |"
 echo "|---|---:|---|---:|"
