@@ -104,7 +104,7 @@ pub fn spawn(
 /// `busy_poll`. Polls yield the CPU, since spinning on the two cores the benchmark shares with
 /// its senders and receivers made latency ten times worse.
 fn run_queue(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -> io::Result<()> {
-    let mut outbound = Outbound::new(options);
+    let mut outbound = TunToUdp::new(options);
     let mut inbound = UdpToTun::new(options);
     let mut windows = poll::Windows::new(options.busy_poll);
     let mut last = poll::Last::Received;
@@ -199,7 +199,7 @@ struct Outgoing {
 
 /// TUN → UDP: read frames, split TSO super-packets into segments (headers in a small arena,
 /// payloads left in the frames), route them, send them.
-struct Outbound {
+struct TunToUdp {
     reader: TunReader,
     /// The headers of the segments of split super-packets.
     headers: Vec<u8>,
@@ -213,7 +213,7 @@ struct Outbound {
     sender: Sender,
 }
 
-impl Outbound {
+impl TunToUdp {
     fn new(options: Options) -> Self {
         Self {
             reader: TunReader::new(OUTBOUND_ARENA, OUTBOUND_BATCH),

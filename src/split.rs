@@ -37,8 +37,8 @@ const TCP_FLAG_FIN: u8 = 0x01;
 const TCP_FLAG_PSH: u8 = 0x08;
 const TCP_FLAG_CWR: u8 = 0x80;
 
-/// The virtio-net header (`struct virtio_net_hdr`, little-endian fields as the TUN writes them
-/// with `TUNSETVNETLE` unset on x86 and ARM, i.e. native order).
+/// The virtio-net header (`struct virtio_net_hdr`; its fields in the host's byte order, as the
+/// TUN reads and writes them unless `TUNSETVNETLE`/`TUNSETVNETBE` says otherwise).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VirtioHeader {
     /// `VIRTIO_NET_HDR_F_*`: bit 0 asks for the checksum to be completed.
@@ -59,7 +59,7 @@ impl VirtioHeader {
     /// Decodes the first [`VIRTIO_HEADER_LEN`] bytes of `frame`, if it has them.
     pub fn parse(frame: &[u8]) -> Option<Self> {
         let h = frame.first_chunk::<VIRTIO_HEADER_LEN>()?;
-        let word = |at: usize| u16::from_le_bytes([h[at], h[at + 1]]);
+        let word = |at: usize| u16::from_ne_bytes([h[at], h[at + 1]]);
         Some(Self {
             flags: h[0],
             gso_type: h[1],
@@ -78,7 +78,7 @@ impl VirtioHeader {
         for (at, value) in
             [(2, self.hdr_len), (4, self.gso_size), (6, self.csum_start), (8, self.csum_offset)]
         {
-            out[at..at + 2].copy_from_slice(&value.to_le_bytes());
+            out[at..at + 2].copy_from_slice(&value.to_ne_bytes());
         }
         out
     }
@@ -237,13 +237,24 @@ impl Plan {
             return Err(Refused::ChecksumOutOfRange);
         }
         let protocol = if tcp { PROTO_TCP } else { PROTO_UDP };
+        // The IP header must be what the virtio header says, of a length the segments' headers
+        // can be rewritten in (IPv4: at least 20 bytes; IPv6: no extension headers, whose
+        // routing header would change the pseudo-header), and its length field must cover
+        // exactly the frame: a frame cut short by the read is refused, not split.
+        let length_field = |at: usize| usize::from(u16::from_be_bytes([packet[at], packet[at + 1]]));
         if v6 {
-            if ip_len < IPV6_HEADER_LEN || packet.len() < IPV6_HEADER_LEN {
+            if ip_len != IPV6_HEADER_LEN
+                || packet.len() < IPV6_HEADER_LEN
+                || packet[6] != protocol
+                || length_field(4) + IPV6_HEADER_LEN != packet.len()
+            {
                 return Err(Refused::BadIpHeader);
             }
         } else if packet.len() < IPV4_HEADER_LEN
+            || ip_len < IPV4_HEADER_LEN
             || usize::from(packet[0] & 0x0f) * 4 != ip_len
             || packet[9] != protocol
+            || length_field(2) != packet.len()
         {
             return Err(Refused::BadIpHeader);
         }
@@ -499,8 +510,10 @@ mod tests {
             (VirtioHeader { csum_start: 60_000, ..good }, tcp.clone(), Refused::BadIpHeader),
             (VirtioHeader { gso_type: GSO_TCPV6, ..good }, tcp.clone(), Refused::BadIpHeader),
             (VirtioHeader { gso_size: 20, ..good }, tcp.clone(), Refused::TooManySegments),
-            (good, tcp[..52].to_vec(), Refused::NoPayload),
-            (good, tcp[..40].to_vec(), Refused::BadTransportHeader),
+            (good, ipv4(PROTO_TCP, &tcp_header(1, 0x10)), Refused::NoPayload),
+            (good, ipv4(PROTO_TCP, &tcp_header(1, 0x10)[..20]), Refused::BadTransportHeader),
+            // Cut short (the IP length says more than the frame holds).
+            (good, tcp[..2000].to_vec(), Refused::BadIpHeader),
             (good, tcp[..10].to_vec(), Refused::BadIpHeader),
             (good, vec![], Refused::BadIpHeader),
             (
@@ -528,6 +541,19 @@ mod tests {
         let udp = ipv4(PROTO_UDP, &[tcp_header(1, 0x10), payload(3000)].concat());
         assert_eq!(packets(&mut frame(good, &udp)), Err(Refused::BadIpHeader));
         assert_eq!(packets(&mut [0u8; 9]), Err(Refused::NoVirtioHeader));
+        // An IPv4 header length below 20 bytes, which the checksum offset agrees with: the
+        // segments' headers would be too short to rewrite.
+        let udp = ipv4(PROTO_UDP, &[vec![0, 1, 0, 2, 0, 0, 0, 0], payload(3000)].concat());
+        let udp_gso = gso(GSO_UDP_L4, 28, 1400, 20, 6);
+        assert!(packets(&mut frame(udp_gso, &udp)).is_ok());
+        let mut no_header = udp.clone();
+        no_header[0] = 0x40;
+        let zero = VirtioHeader { csum_start: 0, ..udp_gso };
+        assert_eq!(packets(&mut frame(zero, &no_header)), Err(Refused::BadIpHeader));
+        // IPv6 whose next header is not the GSO type's protocol.
+        let v6 = ipv6(PROTO_UDP, &[tcp_header(1, 0x10), payload(3000)].concat());
+        let v6_gso = gso(GSO_TCPV6, 72, 1400, 40, 16);
+        assert_eq!(packets(&mut frame(v6_gso, &v6)), Err(Refused::BadIpHeader));
     }
 
     #[test]

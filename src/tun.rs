@@ -67,8 +67,9 @@ pub fn create(name: &str, queues: usize, offload: bool, mtu: u16) -> io::Result<
     Ok(Tun { name, queues: handles, offload, udp_offload })
 }
 
-/// Largest frame one TUN read may return: a virtio-net header and a 64 KiB IP packet.
-pub const MAX_FRAME: usize = 10 + 65_535;
+/// Largest frame one TUN read may return: a virtio-net header and an IP packet of 64 KiB (an
+/// IPv6 one has its 40-byte header on top of a payload length of up to 65,535).
+pub const MAX_FRAME: usize = 10 + 40 + 65_535;
 
 /// Reads batches of frames from a TUN queue into one contiguous arena, each read landing right
 /// after the previous one, so that a batch of small packets costs no copies and no buffer per
@@ -183,8 +184,9 @@ impl TunWriter {
 }
 
 /// A batch being written (see [`TunWriter::batch`]): [`TunBatch::push`] each packet, then
-/// [`TunBatch::finish`]. Write errors go to the caller's `failed`, which returns how many
-/// packets to count as lost, or the error itself when it is fatal (see [`is_gone`]).
+/// [`TunBatch::finish`]. Each failed write goes to the caller's `failed`, which returns 1 to
+/// count it (the batch counts every packet the write carried as lost), or the error itself when
+/// it is fatal (see [`is_gone`]).
 pub struct TunBatch<'w, 'a> {
     writer: &'w mut TunWriter,
     device: &'w SyncDevice,
@@ -230,7 +232,8 @@ impl<'a> TunBatch<'_, 'a> {
             // number at most MAX_SEGMENTS + 1, far below IOV_MAX.
             let written = unsafe { libc::writev(fd, slices.as_ptr().cast(), slices.len() as libc::c_int) };
             if written < 0 {
-                failures += failed(io::Error::last_os_error())?;
+                // Every packet the write carried is lost.
+                failures += failed(io::Error::last_os_error())? * write.segments() as u64;
             }
         }
         writer.slices = recycle(slices);
