@@ -475,6 +475,7 @@ fn super_packet(
     } else {
         p[..12].copy_from_slice(&[0x45, 0, 0, 0, 0xab, 0xcd, 0x40, 0, 64, protocol, 0, 0]);
         p[12..20].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        p[2..4].copy_from_slice(&((ip_len + l4_len + payload.len()) as u16).to_be_bytes());
     }
     let l4 = &mut p[ip_len..];
     l4[..4].copy_from_slice(&[0x1f, 0x90, 0xc3, 0x50]);
