@@ -15,11 +15,9 @@
 
 use std::ops::Range;
 
-use crate::packet;
+use crate::packet::{self, IPV4_HEADER_LEN, IPV6_HEADER_LEN, PROTO_TCP, PROTO_UDP, UDP_HEADER_LEN};
+use crate::split::{FLAG_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VIRTIO_HEADER_LEN, VirtioHeader};
 
-/// Length of the virtio-net header before every packet on a TUN with offloads (`struct
-/// virtio_net_hdr`, without the `num_buffers` field, as tun-rs sets it up).
-pub const VIRTIO_NET_HDR_LEN: usize = 10;
 /// The most segments in one super-packet: the kernel refuses a UDP one of more than
 /// UDP_MAX_SEGMENTS (64 on older kernels); TCP ones are held to the same, which also bounds a
 /// write's slices far below IOV_MAX.
@@ -29,17 +27,7 @@ pub const MAX_SUPER_PACKET: usize = 65_535;
 /// Flows coalesced at once; a further flow closes the oldest group.
 const MAX_OPEN_GROUPS: usize = 8;
 
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
-const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
-
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const IPV4_HEADER_LEN: usize = packet::IPV4_HEADER_LEN;
-const IPV6_HEADER_LEN: usize = packet::IPV6_HEADER_LEN;
 const TCP_MIN_HEADER_LEN: usize = 20;
-const UDP_HEADER_LEN: usize = 8;
 const TCP_ACK: u8 = 0x10;
 const TCP_PSH: u8 = 0x08;
 /// Where the checksum field lies in a TCP and a UDP header.
@@ -273,7 +261,7 @@ impl Coalescer {
             match group.segment.filter(|_| group.count > 1) {
                 None => {
                     group.segment = None;
-                    self.arena.resize(start + VIRTIO_NET_HDR_LEN, 0);
+                    self.arena.resize(start + VIRTIO_HEADER_LEN, 0);
                 }
                 Some(segment) => {
                     write_header(&mut self.arena, packets[group.first], segment, group.len, group.last_flags)
@@ -359,17 +347,20 @@ impl Coalescer {
 /// of `len` bytes whose last segment had TCP `flags`.
 fn write_header(arena: &mut Vec<u8>, first: &[u8], segment: Segment, len: usize, flags: u8) {
     let (gso_type, checksum_offset) = match (segment.udp, segment.v6) {
-        (true, _) => (VIRTIO_NET_HDR_GSO_UDP_L4, UDP_CHECKSUM_OFFSET),
-        (false, false) => (VIRTIO_NET_HDR_GSO_TCPV4, TCP_CHECKSUM_OFFSET),
-        (false, true) => (VIRTIO_NET_HDR_GSO_TCPV6, TCP_CHECKSUM_OFFSET),
+        (true, _) => (GSO_UDP_L4, UDP_CHECKSUM_OFFSET),
+        (false, false) => (GSO_TCPV4, TCP_CHECKSUM_OFFSET),
+        (false, true) => (GSO_TCPV6, TCP_CHECKSUM_OFFSET),
     };
-    // `struct virtio_net_hdr`: flags, gso_type, then hdr_len, gso_size, csum_start and
-    // csum_offset in the device's byte order, which for a TUN is the host's.
-    let fields = [segment.header_len, segment.payload, segment.ip_len, checksum_offset];
-    arena.extend_from_slice(&[VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type]);
-    for field in fields {
-        arena.extend_from_slice(&(field as u16).to_ne_bytes());
-    }
+    // Header lengths and the segment size fit 16 bits: a super-packet is at most 65,535 bytes.
+    let virtio = VirtioHeader {
+        flags: FLAG_NEEDS_CSUM,
+        gso_type,
+        hdr_len: segment.header_len as u16,
+        gso_size: segment.payload as u16,
+        csum_start: segment.ip_len as u16,
+        csum_offset: checksum_offset as u16,
+    };
+    arena.extend_from_slice(&virtio.to_bytes());
     let start = arena.len();
     arena.extend_from_slice(&first[..segment.header_len]);
     let header = &mut arena[start..];
@@ -496,7 +487,7 @@ mod tests {
         let writes = plan(specs, udp);
         assert_eq!(writes.len(), 1, "expected one write");
         let (header, payloads) = &writes[0];
-        let mut whole = header[VIRTIO_NET_HDR_LEN..].to_vec();
+        let mut whole = header[VIRTIO_HEADER_LEN..].to_vec();
         whole.extend_from_slice(payloads);
         let start = usize::from(u16::from_ne_bytes([header[6], header[7]]));
         let offset = start + usize::from(u16::from_ne_bytes([header[8], header[9]]));
@@ -506,24 +497,23 @@ mod tests {
         expected.flags = specs.last().unwrap().flags;
         expected.payload = specs.iter().flat_map(|s| s.payload.clone()).collect();
         assert_eq!(whole, build(&expected));
-        header[..VIRTIO_NET_HDR_LEN].to_vec()
+        header[..VIRTIO_HEADER_LEN].to_vec()
     }
 
     fn virtio(gso_type: u8, hdr_len: u16, gso_size: u16, start: u16, offset: u16) -> Vec<u8> {
-        let mut header = vec![VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type];
-        for field in [hdr_len, gso_size, start, offset] {
-            header.extend_from_slice(&field.to_ne_bytes());
-        }
-        header
+        let (csum_start, csum_offset) = (start, offset);
+        VirtioHeader { flags: FLAG_NEEDS_CSUM, gso_type, hdr_len, gso_size, csum_start, csum_offset }
+            .to_bytes()
+            .to_vec()
     }
 
     #[test]
     fn contiguous_tcp_segments_merge_with_headers_rewritten() {
         let v4 = [tcp(false, 0, 1000), tcp(false, 1000, 1000), tcp(false, 2000, 1000)];
         let v4 = [v4[0].clone(), Spec { id: 1, ..v4[1].clone() }, Spec { id: 2, ..v4[2].clone() }];
-        assert_eq!(merged(&v4, false), virtio(VIRTIO_NET_HDR_GSO_TCPV4, 40, 1000, 20, 16));
+        assert_eq!(merged(&v4, false), virtio(GSO_TCPV4, 40, 1000, 20, 16));
         let v6 = [tcp(true, 0, 1000), tcp(true, 1000, 1000), tcp(true, 2000, 300)];
-        assert_eq!(merged(&v6, false), virtio(VIRTIO_NET_HDR_GSO_TCPV6, 60, 1000, 40, 16));
+        assert_eq!(merged(&v6, false), virtio(GSO_TCPV6, 60, 1000, 40, 16));
     }
 
     #[test]
@@ -534,16 +524,16 @@ mod tests {
         first.id = 0x1234;
         let second = Spec { id: 0x1235, payload: vec![9; 4], flags: TCP_ACK | TCP_PSH, ..tcp(false, 4, 4) };
         let writes = plan(&[first, second], false);
-        let mut expected = virtio(VIRTIO_NET_HDR_GSO_TCPV4, 40, 4, 20, 16);
+        let mut expected = virtio(GSO_TCPV4, 40, 4, 20, 16);
         expected.extend_from_slice(&[
             0x45, 0, 0, 48, 0x12, 0x34, 0x40, 0, 64, 6, 0x00, 0x00, 10, 0, 0, 1, 10, 0, 0, 2, // IPv4
             0x03, 0xe8, 0x07, 0xd0, 0, 0, 0, 0, 1, 2, 3, 4, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0, // TCP
         ]);
         // IPv4 checksum: 0x4500 + 0x0030 + 0x1234 + 0x4000 + 0x4006 + 0x0a00 + 0x0001 + 0x0a00
         // + 0x0002 = 0xeb6d, inverted 0x1492.
-        expected[VIRTIO_NET_HDR_LEN + 10..VIRTIO_NET_HDR_LEN + 12].copy_from_slice(&[0x14, 0x92]);
+        expected[VIRTIO_HEADER_LEN + 10..VIRTIO_HEADER_LEN + 12].copy_from_slice(&[0x14, 0x92]);
         // TCP pseudo-header: 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + 6 + 28 = 0x1425, not inverted.
-        expected[VIRTIO_NET_HDR_LEN + 36..VIRTIO_NET_HDR_LEN + 38].copy_from_slice(&[0x14, 0x25]);
+        expected[VIRTIO_HEADER_LEN + 36..VIRTIO_HEADER_LEN + 38].copy_from_slice(&[0x14, 0x25]);
         assert_eq!(writes[0].0, expected);
         assert_eq!(writes[0].1, [0, 1, 2, 3, 9, 9, 9, 9]);
     }
@@ -551,10 +541,10 @@ mod tests {
     #[test]
     fn udp_merges_only_with_uso() {
         let specs: Vec<Spec> = (0..3).map(|i| udp(false, i, 64)).collect();
-        assert_eq!(merged(&specs, true), virtio(VIRTIO_NET_HDR_GSO_UDP_L4, 28, 64, 20, 6));
+        assert_eq!(merged(&specs, true), virtio(GSO_UDP_L4, 28, 64, 20, 6));
         assert_eq!(shape(&specs, false), [1, 1, 1]);
         let v6: Vec<Spec> = (0..3).map(|i| udp(true, i, if i == 2 { 10 } else { 64 })).collect();
-        assert_eq!(merged(&v6, true), virtio(VIRTIO_NET_HDR_GSO_UDP_L4, 48, 64, 40, 6));
+        assert_eq!(merged(&v6, true), virtio(GSO_UDP_L4, 48, 64, 40, 6));
     }
 
     #[test]
@@ -563,7 +553,7 @@ mod tests {
         let writes = plan(&specs, true);
         assert_eq!(writes.len(), 2);
         for ((header, payload), spec) in writes.iter().zip(&specs) {
-            assert_eq!(header, &[0; VIRTIO_NET_HDR_LEN]);
+            assert_eq!(header, &[0; VIRTIO_HEADER_LEN]);
             assert_eq!(payload, &build(spec));
         }
     }

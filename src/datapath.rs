@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
-use tun_rs::{SyncDevice, VIRTIO_NET_HDR_LEN};
+use tun_rs::SyncDevice;
 
 use crate::keepalive::Key;
 use crate::packet;
@@ -221,8 +221,8 @@ impl TunToUdp {
             segments: Vec::new(),
             outgoing: Vec::with_capacity(OUTBOUND_BATCH),
             failed: Vec::new(),
-            reply: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
-            reply_offset: if options.tun_offload { VIRTIO_NET_HDR_LEN } else { 0 },
+            reply: vec![0u8; split::VIRTIO_HEADER_LEN + MAX_PACKET],
+            reply_offset: if options.tun_offload { split::VIRTIO_HEADER_LEN } else { 0 },
             sender: Sender::new(options.gso),
         }
     }

@@ -14,8 +14,12 @@ const ICMP_HEADER_LEN: usize = 8;
 /// RFC 4443 §2.4(c): an ICMPv6 error must not exceed the minimum IPv6 MTU.
 const IPV6_MIN_MTU: usize = 1280;
 const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
+/// IP protocol numbers of TCP and UDP.
+pub(crate) const PROTO_TCP: u8 = 6;
+pub(crate) const PROTO_UDP: u8 = 17;
 const PROTO_ICMPV6: u8 = 58;
+/// Length of a UDP header.
+pub(crate) const UDP_HEADER_LEN: usize = 8;
 /// Length of a TCP header without options.
 const TCP_HEADER_LEN: usize = 20;
 /// The SYN bit in the TCP flags byte (offset 13).
@@ -489,7 +493,7 @@ pub(crate) mod tests {
     }
 
     /// Independent checksum: sum as u64 over a padded copy, then fold (no early folding).
-    fn naive_checksum(data: &[u8]) -> u16 {
+    pub(crate) fn naive_checksum(data: &[u8]) -> u16 {
         let mut padded = data.to_vec();
         if padded.len() % 2 == 1 {
             padded.push(0);

@@ -13,26 +13,23 @@
 
 use std::ops::Range;
 
-use crate::packet::Checksum;
+use crate::packet::{Checksum, IPV4_HEADER_LEN, IPV6_HEADER_LEN, PROTO_TCP, PROTO_UDP, UDP_HEADER_LEN};
 
-/// Length of the virtio-net header in front of every frame when offloads are on.
+/// Length of the virtio-net header in front of every frame when offloads are on (`struct
+/// virtio_net_hdr`, without `num_buffers`, as tun-rs sets the device up).
 pub const VIRTIO_HEADER_LEN: usize = 10;
 /// Most segments one super-packet may split into: 64 KiB of TCP at the smallest sensible MSS
 /// (512), and the kernel's UDP_MAX_SEGMENTS (128) for USO.
 pub const MAX_SEGMENTS: usize = 128;
 
-const FLAG_NEEDS_CSUM: u8 = 1;
+/// The virtio-net header's flag and GSO types (the coalescer writes what the splitter reads).
+pub(crate) const FLAG_NEEDS_CSUM: u8 = 1;
 const GSO_NONE: u8 = 0;
-const GSO_TCPV4: u8 = 1;
-const GSO_UDP_L4: u8 = 5;
-const GSO_TCPV6: u8 = 4;
+pub(crate) const GSO_TCPV4: u8 = 1;
+pub(crate) const GSO_UDP_L4: u8 = 5;
+pub(crate) const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
 
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const IPV4_HEADER_LEN: usize = 20;
-const IPV6_HEADER_LEN: usize = 40;
-const UDP_HEADER_LEN: usize = 8;
 const TCP_FLAG_FIN: u8 = 0x01;
 const TCP_FLAG_PSH: u8 = 0x08;
 const TCP_FLAG_CWR: u8 = 0x80;
@@ -330,18 +327,7 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::packet;
-
-    /// Checksum of `data` the slow way (independent of `packet::Checksum`).
-    fn naive(data: &[u8]) -> u16 {
-        let mut sum: u64 = 0;
-        for (i, byte) in data.iter().enumerate() {
-            sum += if i % 2 == 0 { u64::from(*byte) << 8 } else { u64::from(*byte) };
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
+    use crate::packet::tests::naive_checksum as naive;
 
     /// The L4 checksum of a whole packet, with its pseudo-header: 0 when right.
     fn l4_check(packet: &[u8]) -> u16 {

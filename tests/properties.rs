@@ -377,7 +377,7 @@ fn fix_checksums(packet: &mut [u8]) {
 /// packet or the super-packet's headers and payloads). Each segment gets the headers with its
 /// lengths, IPv4 ID (+1 each), TCP sequence number, PSH only on the last, and fresh checksums.
 fn split_write(write: &[u8]) -> Vec<Vec<u8>> {
-    let (virtio, packet) = write.split_at(coalesce::VIRTIO_NET_HDR_LEN);
+    let (virtio, packet) = write.split_at(split::VIRTIO_HEADER_LEN);
     if virtio[1] == 0 {
         assert_eq!(virtio, [0; 10], "a packet alone has an all-zero header");
         return vec![packet.to_vec()];
@@ -427,7 +427,7 @@ proptest! {
         let mut out = Vec::new();
         for write in coalescer.writes() {
             let bytes = [write.header.to_vec(), write.payloads(&slices).collect::<Vec<_>>().concat()].concat();
-            prop_assert!(bytes.len() - coalesce::VIRTIO_NET_HDR_LEN <= coalesce::MAX_SUPER_PACKET);
+            prop_assert!(bytes.len() - split::VIRTIO_HEADER_LEN <= coalesce::MAX_SUPER_PACKET);
             let segments = split_write(&bytes);
             prop_assert_eq!(segments.len(), write.segments());
             prop_assert!(segments.len() <= coalesce::MAX_SEGMENTS);

@@ -5,7 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use udptun::coalesce::{Coalescer, MAX_SEGMENTS, MAX_SUPER_PACKET, VIRTIO_NET_HDR_LEN};
+use udptun::coalesce::{Coalescer, MAX_SEGMENTS, MAX_SUPER_PACKET};
+use udptun::split::VIRTIO_HEADER_LEN;
 use udptun::packet;
 
 /// Bytes per packet description: kind, length (2), sequence step, TCP flags, byte to change
@@ -35,15 +36,15 @@ fuzz_target!(|data: &[u8]| {
     coalescer.plan(&slices);
     let mut written = 0;
     for write in coalescer.writes() {
-        assert!(write.header.len() >= VIRTIO_NET_HDR_LEN);
+        assert!(write.header.len() >= VIRTIO_HEADER_LEN);
         let len =
-            write.header.len() - VIRTIO_NET_HDR_LEN + write.payloads(&slices).map(<[u8]>::len).sum::<usize>();
+            write.header.len() - VIRTIO_HEADER_LEN + write.payloads(&slices).map(<[u8]>::len).sum::<usize>();
         let segments = write.segments();
         assert!((1..=MAX_SEGMENTS).contains(&segments));
         if segments > 1 {
             assert!(len <= MAX_SUPER_PACKET, "a super-packet of {len} bytes");
         } else {
-            assert_eq!(write.header, [0; VIRTIO_NET_HDR_LEN]);
+            assert_eq!(write.header, [0; VIRTIO_HEADER_LEN]);
         }
         written += segments;
     }
