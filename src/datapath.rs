@@ -89,12 +89,40 @@ pub fn spawn(
     for (index, queue) in queues.into_iter().enumerate() {
         let (shared, on_fatal, limits) = (shared.clone(), on_fatal.clone(), limits.clone());
         thread::Builder::new().name(format!("queue-{index}")).spawn(move || {
-            if let Err(error) = run_queue(&queue, options, &shared, &limits) {
+            let context = Context { queue: &queue, options, shared: &shared, limits: &limits };
+            if let Err(error) = run_queue(&context) {
                 on_fatal(Fatal(format!("queue {index}: {error}")));
             }
         })?;
     }
     Ok(())
+}
+
+/// What one data-plane thread works with: its queue, and the settings, table, counters and
+/// rate limits that all threads share.
+struct Context<'a> {
+    queue: &'a Queue,
+    options: Options,
+    shared: &'a Shared,
+    limits: &'a Limits,
+}
+
+/// What one step found in its direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    /// Nothing was waiting (or reading failed).
+    Empty,
+    /// Moved what was waiting, and that was all.
+    Drained,
+    /// Moved a full batch: more may be waiting.
+    More,
+}
+
+/// Which of a queue's two file descriptors may have something to read.
+#[derive(Clone, Copy, Debug)]
+struct Ready {
+    tun: bool,
+    socket: bool,
 }
 
 /// One queue's loop: move whatever is waiting in either direction; when nothing is, keep
@@ -103,43 +131,79 @@ pub fn spawn(
 /// the benchmark machine). How long adapts to the traffic (`poll::Windows`), at most
 /// `busy_poll`. Polls yield the CPU, since spinning on the two cores the benchmark shares with
 /// its senders and receivers made latency ten times worse.
-fn run_queue(queue: &Queue, options: Options, shared: &Shared, limits: &Limits) -> io::Result<()> {
-    let mut outbound = TunToUdp::new(options);
-    let mut inbound = UdpToTun::new(options);
-    let mut windows = poll::Windows::new(options.busy_poll);
+///
+/// A side is read only when `poll` or its last step says something may be waiting, so that a
+/// packet's way through costs no reads that find nothing: with a ping, each end makes one
+/// `poll`, one read that ends in "nothing more" and one send per packet.
+fn run_queue(context: &Context) -> io::Result<()> {
+    let mut outbound = TunToUdp::new(context.options);
+    let mut inbound = UdpToTun::new(context.options);
+    let mut windows = poll::Windows::new(context.options.busy_poll);
     let mut last = poll::Last::Received;
     let mut idle_since = Instant::now();
+    let mut ready = Ready { tun: true, socket: true };
     loop {
-        let sent = outbound.step(queue, options, shared, limits)?;
-        let received = inbound.step(queue, options, shared, limits)?;
-        if sent || received {
-            last = if sent { poll::Last::Sent } else { poll::Last::Received };
+        let mut sent = Progress::Empty;
+        let mut received = Progress::Empty;
+        if ready.tun {
+            sent = outbound.step(context)?;
+            ready.tun = sent == Progress::More;
+        }
+        if ready.socket {
+            received = inbound.step(context)?;
+            ready.socket = received == Progress::More;
+            // What was written into the TUN is often answered within that very write (a local
+            // reply, a TCP ACK): read the TUN again before sleeping.
+            ready.tun |= received != Progress::Empty;
+        }
+        if sent != Progress::Empty || received != Progress::Empty {
+            last = if sent != Progress::Empty { poll::Last::Sent } else { poll::Last::Received };
             idle_since = Instant::now();
-        } else if idle_since.elapsed() < windows.window(last) {
-            thread::yield_now();
+        }
+        if ready.tun || ready.socket {
+            continue;
+        }
+        if idle_since.elapsed() < windows.window(last) {
+            ready = readiness(context.queue, Wait::No)?;
+            if !(ready.tun || ready.socket) {
+                thread::yield_now();
+            }
         } else {
             let asleep = Instant::now();
-            wait_readable(queue)?;
+            ready = readiness(context.queue, Wait::UntilReadable)?;
             idle_since = Instant::now();
             windows.slept(last, idle_since - asleep);
         }
     }
 }
 
-/// Sleeps until the TUN queue or the socket has something to read.
-fn wait_readable(queue: &Queue) -> io::Result<()> {
+/// Whether [`readiness`] may sleep.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    No,
+    UntilReadable,
+}
+
+/// Asks `poll` which of the TUN queue and the socket have something to read, sleeping until
+/// one has if `wait` says so. A pending socket error counts as readable: the next receive
+/// returns (and so clears) it.
+fn readiness(queue: &Queue, wait: Wait) -> io::Result<Ready> {
     let mut fds = [
         libc::pollfd { fd: queue.device.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: queue.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 },
     ];
+    let timeout = if wait == Wait::UntilReadable { -1 } else { 0 };
     loop {
         // SAFETY: two valid pollfds.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
         if rc >= 0 {
             if fds[0].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
                 return Err(gone(io::Error::from(io::ErrorKind::BrokenPipe)));
             }
-            return Ok(());
+            return Ok(Ready {
+                tun: fds[0].revents & libc::POLLIN != 0,
+                socket: fds[1].revents & (libc::POLLIN | libc::POLLERR) != 0,
+            });
         }
         let error = io::Error::last_os_error();
         if error.kind() != io::ErrorKind::Interrupted {
@@ -227,23 +291,17 @@ impl TunToUdp {
         }
     }
 
-    /// Reads what the TUN queue holds (up to a batch) and sends it. Returns whether there was
-    /// anything.
-    fn step(
-        &mut self,
-        queue: &Queue,
-        options: Options,
-        shared: &Shared,
-        limits: &Limits,
-    ) -> io::Result<bool> {
+    /// Reads what the TUN queue holds (up to a batch) and sends it.
+    fn step(&mut self, context: &Context) -> io::Result<Progress> {
+        let Context { queue, options, shared, limits } = *context;
         let device = &queue.device;
         match self.reader.fill(device) {
-            Ok(0) => return Ok(false),
+            Ok(0) => return Ok(Progress::Empty),
             Ok(_) => {}
             Err(e) if tun::is_gone(&e) => return Err(gone(e)),
             Err(e) => {
                 warn_limited!(limits.tun_read_error, "reading from the TUN failed: {e}");
-                return Ok(true);
+                return Ok(Progress::Empty);
             }
         }
 
@@ -332,7 +390,7 @@ impl TunToUdp {
             per_peer.finish(&table, |traffic, packets, bytes| traffic.add_sent(packets, bytes));
         add(&shared.stats.sent_packets, packets);
         add(&shared.stats.sent_bytes, bytes);
-        Ok(true)
+        Ok(if self.reader.drained() { Progress::Drained } else { Progress::More })
     }
 }
 
@@ -355,22 +413,16 @@ impl UdpToTun {
         }
     }
 
-    /// Takes what the socket holds (up to a batch) and writes it to the TUN. Returns whether
-    /// there was anything.
-    fn step(
-        &mut self,
-        queue: &Queue,
-        options: Options,
-        shared: &Shared,
-        limits: &Limits,
-    ) -> io::Result<bool> {
+    /// Takes what the socket holds (up to a batch) and writes it to the TUN.
+    fn step(&mut self, context: &Context) -> io::Result<Progress> {
+        let Context { queue, options, shared, limits } = *context;
         match self.receiver.recv(&queue.socket) {
-            Ok(0) => return Ok(false),
+            Ok(0) => return Ok(Progress::Empty),
             Ok(_) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOTSOCK)) => return Err(e),
             Err(e) => {
                 warn_limited!(limits.udp_read_error, "receiving from the UDP socket failed: {e}");
-                return Ok(true);
+                return Ok(Progress::Empty);
             }
         }
         let table = shared.table.load();
@@ -430,7 +482,7 @@ impl UdpToTun {
         tally.publish(shared);
         add(&shared.stats.received_packets, packets + tally.unattributed.packets);
         add(&shared.stats.received_bytes, bytes + tally.unattributed.bytes);
-        Ok(true)
+        Ok(if self.receiver.drained() { Progress::Drained } else { Progress::More })
     }
 }
 

@@ -80,6 +80,7 @@ pub struct TunReader {
     arena: Vec<u8>,
     frames: Vec<Range<usize>>,
     max_frames: usize,
+    drained: bool,
 }
 
 impl TunReader {
@@ -91,6 +92,7 @@ impl TunReader {
             arena: vec![0u8; arena_bytes.max(MAX_FRAME)],
             frames: Vec::with_capacity(max_frames),
             max_frames: max_frames.max(1),
+            drained: false,
         }
     }
 
@@ -100,6 +102,7 @@ impl TunReader {
     /// (the next fill meets it again if it lasts).
     pub fn fill(&mut self, device: &impl AsRawFd) -> io::Result<usize> {
         self.frames.clear();
+        self.drained = true;
         let mut used = 0;
         while self.frames.len() < self.max_frames && self.arena.len() - used >= MAX_FRAME {
             match read(device.as_raw_fd(), &mut self.arena[used..used + MAX_FRAME]) {
@@ -108,11 +111,21 @@ impl TunReader {
                     used += len;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || !self.frames.is_empty() => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || !self.frames.is_empty() => {
+                    return Ok(self.frames.len());
+                }
                 Err(e) => return Err(e),
             }
         }
+        // The batch is full: more may be waiting.
+        self.drained = false;
         Ok(self.frames.len())
+    }
+
+    /// Whether the last fill found the queue empty (or failed) before its batch was full, so
+    /// that reading again before `poll` says there is more would only cost a system call.
+    pub fn drained(&self) -> bool {
+        self.drained
     }
 
     /// The frames of the last fill, mutable.

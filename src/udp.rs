@@ -408,6 +408,7 @@ pub struct Receiver {
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
     received: Vec<Received>,
+    drained: bool,
 }
 
 impl Receiver {
@@ -420,6 +421,7 @@ impl Receiver {
             iovecs: Vec::with_capacity(batch),
             headers: Vec::with_capacity(batch),
             received: Vec::with_capacity(batch),
+            drained: false,
         }
     }
 
@@ -465,11 +467,17 @@ impl Receiver {
                 io::ErrorKind::Interrupted => {}
                 io::ErrorKind::WouldBlock => {
                     self.received.clear();
+                    self.drained = true;
                     return Ok(0);
                 }
-                _ => return Err(error),
+                _ => {
+                    self.drained = true;
+                    return Err(error);
+                }
             }
         };
+        // The kernel stops short of the batch only when the queue ran dry.
+        self.drained = count < batch;
         self.received.clear();
         for i in 0..count {
             let header = &self.headers[i];
@@ -482,6 +490,12 @@ impl Receiver {
             self.received.push(Received { buffer: i, source, len, stride });
         }
         Ok(count)
+    }
+
+    /// Whether the last receive emptied the socket's queue (or failed), so that receiving again
+    /// before `poll` says there is more would only cost a system call.
+    pub fn drained(&self) -> bool {
+        self.drained
     }
 
     /// Iterates over the datagrams of the last receive: (source, payload). The payloads are
