@@ -2,13 +2,13 @@
 //!
 //! The rules are the kernel's (and wireguard-go's `coalesceMessages`): one send carries
 //! consecutive datagrams to the same peer, all of one size except the last, which may be
-//! shorter and then ends the send; at most [`MAX_SEGMENTS`] of them and at most
+//! shorter and then ends the send; at most [`MAX_DATAGRAMS_PER_SEND`] of them and at most
 //! [`MAX_PAYLOAD`] bytes in all.
 
 use std::net::SocketAddr;
 
 /// Most datagrams one GSO send may carry (`UDP_MAX_SEGMENTS` in older kernels; newer allow 128).
-pub const MAX_SEGMENTS: usize = 64;
+pub const MAX_DATAGRAMS_PER_SEND: usize = 64;
 /// Most payload bytes one UDP send may carry over IPv4 (65535 - 20 - 8).
 pub const MAX_PAYLOAD: usize = 65_507;
 
@@ -42,7 +42,7 @@ pub fn runs<T>(
             for (next_dest, next_size) in datagrams[index + 1..].iter().map(&key) {
                 if next_dest != dest
                     || next_size > size
-                    || run.count == MAX_SEGMENTS
+                    || run.count == MAX_DATAGRAMS_PER_SEND
                     || total + next_size > MAX_PAYLOAD
                 {
                     break;

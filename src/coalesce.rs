@@ -21,7 +21,7 @@ use crate::split::{FLAG_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VIRTIO_HEA
 /// The most segments in one super-packet: the kernel refuses a UDP one of more than
 /// UDP_MAX_SEGMENTS (64 on older kernels); TCP ones are held to the same, which also bounds a
 /// write's slices far below IOV_MAX.
-pub const MAX_SEGMENTS: usize = 64;
+pub const MAX_SEGMENTS_PER_WRITE: usize = 64;
 /// The largest IP packet (IPv4 total length, IPv6 payload length plus header, without jumbo).
 pub const MAX_SUPER_PACKET: usize = 65_535;
 /// Flows coalesced at once; a further flow closes the oldest group.
@@ -298,7 +298,10 @@ impl Coalescer {
                 group.last_flags = segment.flags;
                 let first = group.segment.map_or(0, |s| s.payload);
                 // A shorter segment or PSH ends the group; so does reaching a limit.
-                if segment.payload < first || segment.flags & TCP_PSH != 0 || group.count == MAX_SEGMENTS {
+                if segment.payload < first
+                    || segment.flags & TCP_PSH != 0
+                    || group.count == MAX_SEGMENTS_PER_WRITE
+                {
                     self.open.remove(position);
                 }
                 return;

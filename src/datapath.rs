@@ -25,7 +25,7 @@ use crate::tun::{self, TunReader, TunWriter};
 use crate::udp::{self, Receiver, Sender};
 
 /// Frames per TUN → UDP batch, and the arena they are read into: hundreds of small packets, or
-/// at least four 64 KiB TSO super-packets (each up to [`split::MAX_SEGMENTS`] datagrams).
+/// at least four 64 KiB TSO super-packets (each up to [`split::MAX_SEGMENTS_PER_FRAME`] datagrams).
 const OUTBOUND_BATCH: usize = 256;
 const OUTBOUND_ARENA: usize = 4 * tun::MAX_FRAME;
 /// Largest IP packet the TUN can hand over or take.

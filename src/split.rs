@@ -20,7 +20,7 @@ use crate::packet::{Checksum, IPV4_HEADER_LEN, IPV6_HEADER_LEN, PROTO_TCP, PROTO
 pub const VIRTIO_HEADER_LEN: usize = 10;
 /// Most segments one super-packet may split into: 64 KiB of TCP at the smallest sensible MSS
 /// (512), and the kernel's UDP_MAX_SEGMENTS (128) for USO.
-pub const MAX_SEGMENTS: usize = 128;
+pub const MAX_SEGMENTS_PER_FRAME: usize = 128;
 
 /// The virtio-net header's flag and GSO types (the coalescer writes what the splitter reads).
 pub(crate) const FLAG_NEEDS_CSUM: u8 = 1;
@@ -98,7 +98,7 @@ pub enum Refused {
     BadTransportHeader,
     /// A super-packet without payload.
     NoPayload,
-    /// More than [`MAX_SEGMENTS`] segments.
+    /// More than [`MAX_SEGMENTS_PER_FRAME`] segments.
     TooManySegments,
     /// A segment would not fit an IP packet's length field.
     SegmentTooLarge,
@@ -132,16 +132,6 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// The packet's length.
-    pub fn len(&self) -> usize {
-        self.header.len() + self.payload.len()
-    }
-
-    /// Whether the packet is empty (a frame that was only a virtio header).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Whether the packet lies whole in the frame (it was no super-packet).
     pub fn is_whole(&self) -> bool {
         self.header.is_empty()
@@ -272,7 +262,7 @@ impl Plan {
         if payload_len == 0 {
             return Err(Refused::NoPayload);
         }
-        if payload_len.div_ceil(usize::from(virtio.gso_size)) > MAX_SEGMENTS {
+        if payload_len.div_ceil(usize::from(virtio.gso_size)) > MAX_SEGMENTS_PER_FRAME {
             return Err(Refused::TooManySegments);
         }
         let largest = hdr_len + payload_len.min(usize::from(virtio.gso_size));

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use tun_rs::{DeviceBuilder, SyncDevice};
 
-use crate::coalesce::{Coalescer, MAX_SEGMENTS};
+use crate::coalesce::{Coalescer, MAX_SEGMENTS_PER_WRITE};
 
 /// Linux limit on interface names (IFNAMSIZ less the terminating NUL).
 const MAX_NAME_LEN: usize = 15;
@@ -175,7 +175,7 @@ pub struct TunWriter {
 }
 
 /// Packets held before they are coalesced and written: the most one super-packet may carry.
-const WRITE_BATCH: usize = MAX_SEGMENTS;
+const WRITE_BATCH: usize = MAX_SEGMENTS_PER_WRITE;
 
 impl TunWriter {
     /// A writer for a queue that speaks virtio-net headers when `offload` is true, and takes
@@ -242,7 +242,7 @@ impl<'a> TunBatch<'_, 'a> {
             slices.push(IoSlice::new(write.header));
             slices.extend(write.payloads(&self.packets).map(IoSlice::new));
             // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the slices outlive the call and
-            // number at most MAX_SEGMENTS + 1, far below IOV_MAX.
+            // number at most MAX_SEGMENTS_PER_WRITE + 1, far below IOV_MAX.
             let written = unsafe { libc::writev(fd, slices.as_ptr().cast(), slices.len() as libc::c_int) };
             if written < 0 {
                 // Every packet the write carried is lost.

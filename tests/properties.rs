@@ -430,7 +430,7 @@ proptest! {
             prop_assert!(bytes.len() - split::VIRTIO_HEADER_LEN <= coalesce::MAX_SUPER_PACKET);
             let segments = split_write(&bytes);
             prop_assert_eq!(segments.len(), write.segments());
-            prop_assert!(segments.len() <= coalesce::MAX_SEGMENTS);
+            prop_assert!(segments.len() <= coalesce::MAX_SEGMENTS_PER_WRITE);
             out.extend(segments);
         }
         // Every packet comes back byte for byte, once, and each flow in its order.
@@ -525,7 +525,7 @@ proptest! {
         gso_size in 1u16..2000,
         payload in vec(any::<u8>(), 1..20_000),
     ) {
-        let gso_size = gso_size.max((payload.len().div_ceil(split::MAX_SEGMENTS)) as u16);
+        let gso_size = gso_size.max((payload.len().div_ceil(split::MAX_SEGMENTS_PER_FRAME)) as u16);
         let mut frame = super_packet(v6, tcp, options, seq, flags, gso_size, &payload);
         let (mut headers, mut segments) = (Vec::new(), Vec::new());
         prop_assert_eq!(split::split(&mut frame, &mut headers, &mut segments), Ok(()));

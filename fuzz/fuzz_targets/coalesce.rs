@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use udptun::coalesce::{Coalescer, MAX_SEGMENTS, MAX_SUPER_PACKET};
-use udptun::split::VIRTIO_HEADER_LEN;
+use udptun::coalesce::{Coalescer, MAX_SEGMENTS_PER_WRITE, MAX_SUPER_PACKET};
 use udptun::packet;
+use udptun::split::VIRTIO_HEADER_LEN;
 
 /// Bytes per packet description: kind, length (2), sequence step, TCP flags, byte to change
 /// (2), its XOR.
@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         let len =
             write.header.len() - VIRTIO_HEADER_LEN + write.payloads(&slices).map(<[u8]>::len).sum::<usize>();
         let segments = write.segments();
-        assert!((1..=MAX_SEGMENTS).contains(&segments));
+        assert!((1..=MAX_SEGMENTS_PER_WRITE).contains(&segments));
         if segments > 1 {
             assert!(len <= MAX_SUPER_PACKET, "a super-packet of {len} bytes");
         } else {

@@ -1,7 +1,7 @@
 //! The TSO/USO splitter fed hostile virtio headers and frames: it never panics, a refusal leaves
 //! the frame unchanged and appends nothing, and every segment it yields lies inside the frame
 //! (after the virtio header), with its header inside the header arena, at most
-//! `split::MAX_SEGMENTS` of them, each no larger than an IP packet.
+//! `split::MAX_SEGMENTS_PER_FRAME` of them, each no larger than an IP packet.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(segments.is_empty());
         }
         Ok(()) => {
-            assert!((1..=split::MAX_SEGMENTS).contains(&segments.len()));
+            assert!((1..=split::MAX_SEGMENTS_PER_FRAME).contains(&segments.len()));
             let mut end = split::VIRTIO_HEADER_LEN;
             for segment in &segments {
                 assert!(segment.payload.start >= split::VIRTIO_HEADER_LEN);
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(
                     segment.is_whole() || (segment.header.start >= 7 && segment.header.end <= headers.len())
                 );
-                assert!(segment.len() <= 65_535);
+                assert!(segment.header.len() + segment.payload.len() <= 65_535);
             }
             if segments.len() > 1 {
                 assert_eq!(end, frame.len(), "the last segment ends the frame");
