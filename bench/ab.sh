@@ -44,14 +44,22 @@ def med(values):
 rows = {}
 for label in labels:
     results = [r for path in sorted(glob.glob(f"{work}/{label}-*.json")) for r in json.load(open(path))["results"]]
-    rows[label] = [med([r.get(k) for r in results]) for k in ("tcp_gbps", "udp_rx_kpps", "ping_avg_us")] + [len(results)]
+    # Tunnel CPU (both ends) per GB moved by the TCP test.
+    dur = lambda path: json.load(open(path))["meta"].get("duration_s", 5)
+    cpu = [r["tun_cpu_s"] / (r["tcp_gbps"] * dur(path) / 8) for path in sorted(glob.glob(f"{work}/{label}-*.json"))
+           for r in json.load(open(path))["results"] if r.get("tun_cpu_s") and r.get("tcp_gbps")]
+    rows[label] = [med([r.get(k) for r in results]) for k in ("tcp_gbps", "udp_rx_kpps", "ping_avg_us")] + [med(cpu), len(results)]
 meta = json.load(open(glob.glob(f"{work}/{labels[0]}-*.json")[0]))["meta"]
 print(f"Machine: {meta.get('cpus', '?')} CPUs, kernel {meta.get('kernel', '?')}, {meta.get('cpu_model', '?')}; "
-      f"medians of {rows[labels[0]][3]} interleaved runs each.\n")
-print("| build | TCP Gbit/s | UDP 64 B kpps | ping avg µs |")
-print("|---|---:|---:|---:|")
-for label, (tcp, udp, ping, _) in rows.items():
-    print(f"| {label} | {tcp:.2f} | {udp:.1f} | {ping:.0f} |")
+      f"medians of {rows[labels[0]][4]} interleaved runs each.\n")
+print("| build | TCP Gbit/s | UDP 64 B kpps | ping avg µs | tunnel CPU s/GB |")
+print("|---|---:|---:|---:|---:|")
+for label, (tcp, udp, ping, cpu, _) in rows.items():
+    print(f"| {label} | {tcp:.2f} | {udp:.1f} | {ping:.0f} | {cpu:.2f} |")
 a, b = rows[labels[0]], rows[labels[1]]
-print(f"| {labels[1]} / {labels[0]} | {b[0] / a[0]:.3f} | {b[1] / a[1]:.3f} | {b[2] / a[2]:.3f} |")
+print(f"| {labels[1]} / {labels[0]} | {b[0] / a[0]:.3f} | {b[1] / a[1]:.3f} | {b[2] / a[2]:.3f} | {b[3] / a[3]:.3f} |")
+for label in labels:  # every run, so that the noise shows
+    for path in sorted(glob.glob(f"{work}/{label}-*.json")):
+        for r in json.load(open(path))["results"]:
+            print(f"<!-- {path.rsplit('/', 1)[1]}: tcp {r.get('tcp_gbps')} udp {r.get('udp_rx_kpps')} ping {r.get('ping_avg_us')} cpu_s {r.get('tun_cpu_s')} -->")
 PY
