@@ -132,9 +132,9 @@ struct Ready {
 /// `busy_poll`. Polls yield the CPU, since spinning on the two cores the benchmark shares with
 /// its senders and receivers made latency ten times worse.
 ///
-/// A side is read only when `poll` or its last step says something may be waiting, so that a
-/// packet's way through costs no reads that find nothing: with a ping, each end makes one
-/// `poll`, one read that ends in "nothing more" and one send per packet.
+/// A side is read only when `poll` or its last step says something may be waiting, so that the
+/// only reads that find nothing are those that end a TUN batch: the far end of a ping makes
+/// `poll`, `recvmmsg`, `writev`, two reads (the reply, then nothing more) and `sendmmsg`.
 fn run_queue(context: &Context) -> io::Result<()> {
     let mut outbound = TunToUdp::new(context.options);
     let mut inbound = UdpToTun::new(context.options);
