@@ -37,6 +37,8 @@ done
 
 python3 - "$work" "${labels[@]}" <<'PY'
 import glob, json, statistics, sys
+sys.path.insert(0, "bench")
+from median import cpu_per_gb
 work, labels = sys.argv[1], sys.argv[2:]
 def med(values):
     values = [v for v in values if isinstance(v, (int, float))]
@@ -44,10 +46,8 @@ def med(values):
 rows = {}
 for label in labels:
     results = [r for path in sorted(glob.glob(f"{work}/{label}-*.json")) for r in json.load(open(path))["results"]]
-    # Tunnel CPU (both ends) per GB moved by the TCP test.
-    dur = lambda path: json.load(open(path))["meta"].get("duration_s", 5)
-    cpu = [r["tun_cpu_s"] / (r["tcp_gbps"] * dur(path) / 8) for path in sorted(glob.glob(f"{work}/{label}-*.json"))
-           for r in json.load(open(path))["results"] if r.get("tun_cpu_s") and r.get("tcp_gbps")]
+    runs = [json.load(open(path)) for path in sorted(glob.glob(f"{work}/{label}-*.json"))]
+    cpu = [cpu_per_gb(r, run["meta"].get("duration_s", 5)) for run in runs for r in run["results"]]
     rows[label] = [med([r.get(k) for r in results]) for k in ("tcp_gbps", "udp_rx_kpps", "ping_avg_us")] + [med(cpu), len(results)]
 meta = json.load(open(glob.glob(f"{work}/{labels[0]}-*.json")[0]))["meta"]
 print(f"Machine: {meta.get('cpus', '?')} CPUs, kernel {meta.get('kernel', '?')}, {meta.get('cpu_model', '?')}; "

@@ -40,6 +40,13 @@ def fmt_ratio(value):
     return "n/a" if value is None else f"{value:.2f}x"
 
 
+def cpu_per_gb(result, duration):
+    """Tunnel CPU seconds (both ends) per GB moved by a result's TCP test, or None."""
+    if isinstance(result.get("tun_cpu_s"), (int, float)) and result.get("tcp_gbps"):
+        return result["tun_cpu_s"] / (result["tcp_gbps"] * duration / 8)
+    return None
+
+
 def main():
     extra = json.load(open(sys.argv[1]))
     runs = [json.load(open(path)) for path in sys.argv[2:]]
@@ -52,17 +59,14 @@ def main():
     rows = {}
     for kind in kinds:
         results = [r for run in runs for r in run["results"] if r["kind"] == kind]
-        cpu_per_gb = []
-        for r in results:
-            if isinstance(r.get("tun_cpu_s"), (int, float)) and r.get("tcp_gbps"):
-                cpu_per_gb.append(r["tun_cpu_s"] / (r["tcp_gbps"] * duration / 8))
+        cpu = [cpu_per_gb(r, duration) for r in results]
         rows[kind] = {
             "mtu": results[0].get("mtu"),
             "tcp": median([r.get("tcp_gbps") for r in results]),
             "retrans": median([r.get("tcp_retrans") for r in results]),
             "udp": median([r.get("udp_rx_kpps") for r in results]),
             "ping": median([r.get("ping_avg_us") for r in results]),
-            "cpu": median(cpu_per_gb),
+            "cpu": median(cpu),
             "ratios": {field: median([per_run_ratio(run, kind, field) for run in runs])
                        for field in ("tcp_gbps", "udp_rx_kpps", "ping_avg_us")},
             "ok": sum(1 for r in results if r.get("status") == "ok"),

@@ -476,7 +476,8 @@ impl Receiver {
                 }
             }
         };
-        // The kernel stops short of the batch only when the queue ran dry.
+        // The kernel stops short of the batch when the queue ran dry, or when a later message
+        // failed (its error is kept for the next receive, and `poll` reports it).
         self.drained = count < batch;
         self.received.clear();
         for i in 0..count {
