@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks udptun against kernel VXLAN and the user-space peers with ../shared/bench/peers.sh,
 # several runs, then as many runs of VXLAN and udptun with its latency setting (LATENCY_ARGS),
-# bench/extra.sh and a profile of each end under TCP and 64-byte UDP (bench/profile.sh), and
+# bench/extra.sh, bench/ping.sh (1000 pings against QuickTun raw, with CPU) and a profile of
+# each end under TCP and 64-byte UDP (bench/profile.sh), and
 # writes the tables into BENCHMARKS.md (between the bench markers).
 # Needs root. Usage: bench/run.sh [RUNS]   (default 3; PEERS_SH overrides the peers.sh path)
 set -euo pipefail
@@ -35,6 +36,8 @@ for i in $(seq "$runs"); do
 done
 echo "== udptun scaling and memory" >&2
 bash bench/extra.sh "$work/udptun" "$work/extra.json"
+echo "== latency and its CPU over 1000 pings" >&2
+LATENCY_ARGS="$latency_args" bench/ping.sh "$work/udptun" "$runs" 1000 > "$work/ping.md"
 
 echo "== profiles" >&2
 for load in tcp udp64; do bench/profile.sh "$work/udptun" "$load" > "$work/profile-$load.md"; done
@@ -59,6 +62,7 @@ for line in sys.stdin:
 table=$(
     python3 bench/median.py "$work/extra.json" "$work"/run*.json "$work"/latency*.json
     echo; echo "The latency setting: \`$latency_args\`."
+    echo; echo "Latency against QuickTun raw (bench/ping.sh, $runs interleaved rounds):"; echo; cat "$work/ping.md"
     for load in tcp udp64; do echo; echo "Profile, $load (self time, both ends):"; echo; cat "$work/profile-$load.md"; done
     echo; cat "$work/scale.md"; echo; cat "$work/core.md"
 )
