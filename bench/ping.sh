@@ -18,20 +18,6 @@ lab_init ubp-$$
 results=$(mktemp /tmp/udptun-ping.XXXXXX)
 trap 'lab_cleanup; rm -f "$results"' EXIT
 
-# tunnel_cpu_ns NS...: CPU time (ns) of every process in the namespaces but ping.
-tunnel_cpu_ns() {
-    local total=0 ns pid task
-    for ns in "$@"; do
-        for pid in $(ip netns pids "$ns"); do
-            [ "$(cat /proc/$pid/comm 2>/dev/null)" = ping ] && continue
-            for task in /proc/$pid/task/*; do
-                total=$((total + $(cut -d' ' -f1 "$task/schedstat" 2>/dev/null || echo 0)))
-            done
-        done
-    done
-    echo "$total"
-}
-
 measure() { # LABEL udptun ARGS... | LABEL quicktun
     local label=$1 kind=$2; shift 2
     local a b dev
@@ -57,9 +43,9 @@ measure() { # LABEL udptun ARGS... | LABEL quicktun
     lab_addr "$b" $dev 10.232.11.2/24
     ip netns exec "$a" ping -c 20 -i 0.01 -q 10.232.11.2 >/dev/null
     local before after rtt
-    before=$(tunnel_cpu_ns "$a" "$b")
+    before=$(lab_cpu_ns "$a" "$b")
     rtt=$(ip netns exec "$a" ping -n -q -c "$count" -i 0.01 -W 1 10.232.11.2 | awk -F/ '/^rtt/ {print $5 * 1000}')
-    after=$(tunnel_cpu_ns "$a" "$b")
+    after=$(lab_cpu_ns "$a" "$b")
     lab_cleanup
     echo "$label $rtt $(( (after - before) / count / 1000 ))" >> "$results"
 }

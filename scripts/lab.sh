@@ -121,13 +121,13 @@ lab_rss_kib() {
     echo "$max"
 }
 
-# lab_cpu_ns NS...: CPU time (ns, user and system, every thread) the udptun processes in the
-# namespaces have used so far (the binary's name may carry a suffix, as bench/ab.sh's do).
+# lab_cpu_ns NS...: CPU time (ns, user and system, every thread) the tunnel processes in the
+# namespaces have used so far: every process there but the load (ping, iperf3).
 lab_cpu_ns() {
     local total=0 ns pid task
     for ns in "$@"; do
         for pid in $(ip netns pids "$ns"); do
-            case "$(cat /proc/$pid/comm 2>/dev/null)" in udptun*) ;; *) continue ;; esac
+            case "$(cat /proc/$pid/comm 2>/dev/null)" in ping | iperf3) continue ;; esac
             for task in /proc/$pid/task/*; do
                 total=$((total + $(cut -d' ' -f1 "$task/schedstat" 2>/dev/null || echo 0)))
             done
