@@ -15,7 +15,10 @@
 
 use std::ops::Range;
 
-use crate::packet::{self, IPV4_HEADER_LEN, IPV6_HEADER_LEN, PROTO_TCP, PROTO_UDP, UDP_HEADER_LEN};
+use crate::packet::{
+    self, IPV4_HEADER_LEN, IPV6_HEADER_LEN, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_HEADER_LEN, TCP_PSH,
+    UDP_HEADER_LEN,
+};
 use crate::split::{FLAG_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VIRTIO_HEADER_LEN, VirtioHeader};
 
 /// The most segments in one super-packet: the kernel refuses a UDP one of more than
@@ -27,9 +30,6 @@ pub const MAX_SUPER_PACKET: usize = 65_535;
 /// Flows coalesced at once; a further flow closes the oldest group.
 const MAX_OPEN_GROUPS: usize = 8;
 
-const TCP_MIN_HEADER_LEN: usize = 20;
-const TCP_ACK: u8 = 0x10;
-const TCP_PSH: u8 = 0x08;
 /// Where the checksum field lies in a TCP and a UDP header.
 const TCP_CHECKSUM_OFFSET: usize = 16;
 const UDP_CHECKSUM_OFFSET: usize = 6;
@@ -83,10 +83,10 @@ impl Segment {
         let l4 = &packet[ip_len..];
         let (l4_len, seq, flags) = match protocol {
             PROTO_TCP => {
-                let header = l4.get(..TCP_MIN_HEADER_LEN)?;
+                let header = l4.get(..TCP_HEADER_LEN)?;
                 let len = usize::from(header[12] >> 4) * 4;
                 // No reserved or AE bits, and no flags but ACK and PSH.
-                if len < TCP_MIN_HEADER_LEN || header[12] & 0x0f != 0 || header[13] & !TCP_PSH != TCP_ACK {
+                if len < TCP_HEADER_LEN || header[12] & 0x0f != 0 || header[13] & !TCP_PSH != TCP_ACK {
                     return None;
                 }
                 (len, u32::from_be_bytes([header[4], header[5], header[6], header[7]]), header[13])
@@ -390,6 +390,7 @@ fn write_header(arena: &mut Vec<u8>, first: &[u8], segment: Segment, len: usize,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::packet::tests::l4_checksum;
 
     /// A packet to build: IPv4 10.0.0.1 → 10.0.0.2 or IPv6 fd00::1 → fd00::2, ports
     /// 1000 → 2000, TTL 64, DF, TCP ACK 0x01020304, window 0xffff, with right checksums.
@@ -445,21 +446,13 @@ mod tests {
         }
         packet.extend_from_slice(&spec.payload);
         let offset = ip_len + if spec.udp { 6 } else { 16 };
-        let checksum = l4_checksum(&packet, ip_len, protocol);
+        // UDP sends a checksum of 0 as 0xffff (0 means none).
+        let checksum = match l4_checksum(&packet) {
+            0 if spec.udp => 0xffff,
+            checksum => checksum,
+        };
         packet[offset..offset + 2].copy_from_slice(&checksum.to_be_bytes());
         packet
-    }
-
-    /// The TCP/UDP checksum of `packet` computed the slow way, with a pseudo-header in a buffer.
-    fn l4_checksum(packet: &[u8], ip_len: usize, protocol: u8) -> u16 {
-        let mut pseudo = if ip_len == 40 { packet[8..40].to_vec() } else { packet[12..20].to_vec() };
-        pseudo.extend_from_slice(&[0, protocol]);
-        pseudo.extend_from_slice(&((packet.len() - ip_len) as u16).to_be_bytes());
-        pseudo.extend_from_slice(&packet[ip_len..]);
-        match packet::checksum(&pseudo) {
-            0 if protocol == PROTO_UDP => 0xffff,
-            checksum => checksum,
-        }
     }
 
     /// Plans `specs` and returns each write as (header, concatenated payloads).
@@ -613,15 +606,8 @@ mod tests {
             let first = build(&tcp(false, 0, 100));
             let mut second = build(&Spec { id: 1, ..tcp(false, 100, 100) });
             change(&mut second);
-            let l4 = l4_checksum(
-                &{
-                    let mut p = second.clone();
-                    p[36..38].fill(0);
-                    p
-                },
-                20,
-                PROTO_TCP,
-            );
+            second[36..38].fill(0);
+            let l4 = l4_checksum(&second);
             second[36..38].copy_from_slice(&l4.to_be_bytes());
             second[10..12].fill(0);
             let ip = packet::checksum(&second[..20]);

@@ -342,7 +342,7 @@ impl TunToUdp {
             if !options.tun_offload {
                 segments.push(Segment { header: 0..0, payload: 0..frame.len() });
             } else if let Err(refusal) = split::split(frame, headers, segments) {
-                tally.drop(DropReason::Malformed);
+                tally.drop(DropReason::Malformed, 1);
                 warn_limited!(limits.malformed, "dropped a frame read from the TUN: {}", refusal.as_str());
                 continue;
             }
@@ -362,7 +362,7 @@ impl TunToUdp {
                     }
                 }
                 Verdict::Unreachable => {
-                    tally.drops[DropReason::NoMapping as usize] += segments.len() as u64;
+                    tally.drop(DropReason::NoMapping, segments.len() as u64);
                     let offset = self.reply_offset;
                     let allow = || {
                         let now = *now_ns.get_or_insert_with(clock_ns);
@@ -373,11 +373,11 @@ impl TunToUdp {
                     if let Some(len) = packet::unreachable_limited(packet, &mut self.reply[offset..], allow) {
                         self.reply[..offset].fill(0);
                         if let Err(e) = device.send(&self.reply[..offset + len]) {
-                            tally.drops[DropReason::TunWriteError as usize] += tun_write_failed(e, limits)?;
+                            tally.drop(DropReason::TunWriteError, tun_write_failed(e, limits)?);
                         }
                     }
                 }
-                Verdict::Ignore => tally.drops[DropReason::Ignored as usize] += segments.len() as u64,
+                Verdict::Ignore => tally.drop(DropReason::Ignored, segments.len() as u64),
             }
         }
         let mut batch = self.sender.batch();
@@ -400,7 +400,7 @@ impl TunToUdp {
                 failure.error
             );
         });
-        tally.drops[DropReason::SendError as usize] += failed.len() as u64;
+        tally.drop(DropReason::SendError, failed.len() as u64);
         tally.publish(shared);
         let mut per_peer = PerPeer::default();
         let mut failures = failed.iter().peekable();
@@ -479,12 +479,12 @@ impl UdpToTun {
                     continue;
                 }
                 Inbound::Malformed(reason) => {
-                    tally.drop(DropReason::Malformed);
+                    tally.drop(DropReason::Malformed, 1);
                     warn_limited!(limits.malformed, "dropped a datagram from {source}: {}", reason.as_str());
                     continue;
                 }
                 Inbound::Rejected => {
-                    tally.drop(DropReason::SourceCheck);
+                    tally.drop(DropReason::SourceCheck, 1);
                     warn_limited!(
                         limits.source_check,
                         "dropped a packet from {}, received from {source}: the table maps that address \
@@ -500,9 +500,9 @@ impl UdpToTun {
                 None => tally.unattributed.add(datagram.len()),
             }
             tally.mss_clamped += clamp_mss(datagram, options);
-            tally.drops[DropReason::TunWriteError as usize] += writes.push(datagram, &mut failed)?;
+            tally.drop(DropReason::TunWriteError, writes.push(datagram, &mut failed)?);
         }
-        tally.drops[DropReason::TunWriteError as usize] += writes.finish(&mut failed)?;
+        tally.drop(DropReason::TunWriteError, writes.finish(&mut failed)?);
         let (packets, bytes) = per_peer.finish(&table, count_received);
         tally.publish(shared);
         add(&shared.stats.received_packets, packets + tally.unattributed.packets);
@@ -652,8 +652,8 @@ impl Volume {
 }
 
 impl Tally {
-    fn drop(&mut self, reason: DropReason) {
-        self.drops[reason as usize] += 1;
+    fn drop(&mut self, reason: DropReason, packets: u64) {
+        self.drops[reason as usize] += packets;
     }
 
     fn publish(&self, shared: &Shared) {

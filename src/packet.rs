@@ -21,9 +21,13 @@ const PROTO_ICMPV6: u8 = 58;
 /// Length of a UDP header.
 pub(crate) const UDP_HEADER_LEN: usize = 8;
 /// Length of a TCP header without options.
-const TCP_HEADER_LEN: usize = 20;
-/// The SYN bit in the TCP flags byte (offset 13).
+pub(crate) const TCP_HEADER_LEN: usize = 20;
+/// Bits of the TCP flags byte (offset 13).
 const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_FIN: u8 = 0x01;
+pub(crate) const TCP_PSH: u8 = 0x08;
+pub(crate) const TCP_ACK: u8 = 0x10;
+pub(crate) const TCP_CWR: u8 = 0x80;
 /// TCP option kinds (RFC 9293 §3.1): end of list, no-operation, maximum segment size.
 const TCP_OPTION_END: u8 = 0;
 const TCP_OPTION_NOP: u8 = 1;
@@ -503,6 +507,22 @@ pub(crate) mod tests {
             sum = (sum & 0xffff) + (sum >> 16);
         }
         !(sum as u16)
+    }
+
+    /// The [`naive_checksum`] of an IPv4 or IPv6 (fixed header) packet's TCP/UDP segment as it
+    /// stands, with its pseudo-header: 0 when its checksum field is right, the value to store
+    /// when that field is zero.
+    pub(crate) fn l4_checksum(packet: &[u8]) -> u16 {
+        let (ip_len, protocol, addresses) = match packet[0] >> 4 {
+            4 => (usize::from(packet[0] & 15) * 4, packet[9], &packet[12..20]),
+            _ => (40, packet[6], &packet[8..40]),
+        };
+        let l4 = &packet[ip_len..];
+        let mut pseudo = addresses.to_vec();
+        pseudo.extend_from_slice(&[0, protocol]);
+        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        pseudo.extend_from_slice(l4);
+        naive_checksum(&pseudo)
     }
 
     #[test]

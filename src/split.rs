@@ -13,7 +13,10 @@
 
 use std::ops::Range;
 
-use crate::packet::{Checksum, IPV4_HEADER_LEN, IPV6_HEADER_LEN, PROTO_TCP, PROTO_UDP, UDP_HEADER_LEN};
+use crate::packet::{
+    Checksum, IPV4_HEADER_LEN, IPV6_HEADER_LEN, PROTO_TCP, PROTO_UDP, TCP_CWR, TCP_FIN, TCP_PSH,
+    UDP_HEADER_LEN,
+};
 
 /// Length of the virtio-net header in front of every frame when offloads are on (`struct
 /// virtio_net_hdr`, without `num_buffers`, as tun-rs sets the device up).
@@ -29,10 +32,6 @@ pub(crate) const GSO_TCPV4: u8 = 1;
 pub(crate) const GSO_UDP_L4: u8 = 5;
 pub(crate) const GSO_TCPV6: u8 = 4;
 const GSO_ECN: u8 = 0x80;
-
-const TCP_FLAG_FIN: u8 = 0x01;
-const TCP_FLAG_PSH: u8 = 0x08;
-const TCP_FLAG_CWR: u8 = 0x80;
 
 /// The virtio-net header (`struct virtio_net_hdr`; its fields in the host's byte order, as the
 /// TUN reads and writes them unless `TUNSETVNETLE`/`TUNSETVNETBE` says otherwise).
@@ -296,10 +295,10 @@ impl Plan {
                 .wrapping_add(self.gso_size.wrapping_mul(index as u32));
             l4[4..8].copy_from_slice(&seq.to_be_bytes());
             if index > 0 {
-                l4[13] &= !TCP_FLAG_CWR;
+                l4[13] &= !TCP_CWR;
             }
             if !last {
-                l4[13] &= !(TCP_FLAG_FIN | TCP_FLAG_PSH);
+                l4[13] &= !(TCP_FIN | TCP_PSH);
             }
             16
         } else {
@@ -317,21 +316,7 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::packet;
-    use crate::packet::tests::naive_checksum as naive;
-
-    /// The L4 checksum of a whole packet, with its pseudo-header: 0 when right.
-    fn l4_check(packet: &[u8]) -> u16 {
-        let (ip_len, protocol, src_dst) = match packet[0] >> 4 {
-            4 => (usize::from(packet[0] & 15) * 4, packet[9], &packet[12..20]),
-            _ => (40, packet[6], &packet[8..40]),
-        };
-        let l4 = &packet[ip_len..];
-        let mut pseudo = src_dst.to_vec();
-        pseudo.extend_from_slice(&[0, protocol]);
-        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-        pseudo.extend_from_slice(l4);
-        naive(&pseudo)
-    }
+    use crate::packet::tests::{l4_checksum as l4_check, naive_checksum as naive};
 
     fn tcp_header(seq: u32, flags: u8) -> Vec<u8> {
         let mut tcp = vec![0u8; 32]; // 20 bytes + 12 of options (data offset 8)

@@ -19,13 +19,12 @@
 
 use libc::sock_filter;
 
+use crate::packet::{PROTO_TCP, PROTO_UDP};
+
 /// The result that asks the kernel for its own hash (any index past the last socket).
 const KERNEL_HASH: u32 = u32::MAX;
 /// A multiplier (2^32 / golden ratio) that spreads the folded bits over the high half.
 const MIX: u32 = 0x9E37_79B1;
-/// IP protocol numbers whose header starts with the two ports.
-const TCP: u32 = 6;
-const UDP: u32 = 17;
 
 /// The program that returns `hash(inner flow) % sockets` for IPv4 and IPv6 packets: addresses,
 /// plus ports for TCP and UDP (IPv4: not in fragments, the header length from the IHL; IPv6:
@@ -47,12 +46,7 @@ pub fn flow_program(sockets: u32) -> Vec<sock_filter> {
     p.stmt(MISC | TAX, 0);
     p.stmt(LD | W | ABS, 16);
     p.stmt(ALU | XOR | X, 0);
-    p.stmt(ST, 0);
-    p.stmt(LD | B | ABS, 9);
-    p.jump(JEQ, TCP, "v4ports", "v4udp");
-    p.label("v4udp");
-    p.jump(JEQ, UDP, "v4ports", "addresses");
-    p.label("v4ports");
+    p.ports_if_tcp_or_udp(9, "v4udp", "v4ports");
     p.stmt(LD | H | ABS, 6);
     p.jump(JSET, 0x3fff, "addresses", "v4header");
     p.label("v4header");
@@ -67,12 +61,7 @@ pub fn flow_program(sockets: u32) -> Vec<sock_filter> {
         p.stmt(LD | W | ABS, offset);
         p.stmt(ALU | XOR | X, 0);
     }
-    p.stmt(ST, 0);
-    p.stmt(LD | B | ABS, 6);
-    p.jump(JEQ, TCP, "v6ports", "v6udp");
-    p.label("v6udp");
-    p.jump(JEQ, UDP, "v6ports", "addresses");
-    p.label("v6ports");
+    p.ports_if_tcp_or_udp(6, "v6udp", "v6ports");
     p.stmt(LDX | IMM, 40);
 
     // X = offset of the transport header: A = M[0] ^ (source port ^ destination port) << 16;
@@ -148,6 +137,18 @@ impl Program {
 
     fn label(&mut self, name: &'static str) {
         self.labels.push((name, self.code.len()));
+    }
+
+    /// Stores A (the folded addresses) in M[0], then goes on at label `ports` (which follows)
+    /// if the protocol byte at `protocol_at` is TCP or UDP, whose headers start with the two
+    /// ports, else to "addresses". `udp` names the second test.
+    fn ports_if_tcp_or_udp(&mut self, protocol_at: u32, udp: &'static str, ports: &'static str) {
+        self.stmt(ST, 0);
+        self.stmt(LD | B | ABS, protocol_at);
+        self.jump(JEQ, u32::from(PROTO_TCP), ports, udp);
+        self.label(udp);
+        self.jump(JEQ, u32::from(PROTO_UDP), ports, "addresses");
+        self.label(ports);
     }
 
     /// Resolves the jumps. Every target lies ahead (classic BPF only jumps forward, by at most

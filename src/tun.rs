@@ -291,6 +291,7 @@ mod tests {
         let queue = queue_with(&[b"one", b"", b"three", &[7; 1500]]);
         let mut reader = TunReader::new(2 * MAX_FRAME, 256);
         assert_eq!(reader.fill(&queue).unwrap(), 4);
+        assert!(reader.drained(), "the queue ran dry before the batch was full");
         assert_eq!(reader.frames, vec![0..3, 3..3, 3..8, 8..1508], "each right after the last");
         let frames: Vec<Vec<u8>> = reader.frames_mut().map(|f| f.to_vec()).collect();
         assert_eq!(frames, vec![b"one".to_vec(), vec![], b"three".to_vec(), vec![7; 1500]]);
@@ -304,13 +305,16 @@ mod tests {
         let queue = queue_with(&[b"a", b"b", b"c"]);
         let mut reader = TunReader::new(2 * MAX_FRAME, 2);
         assert_eq!(reader.fill(&queue).unwrap(), 2);
+        assert!(!reader.drained(), "a full batch: more may be waiting");
         assert_eq!(reader.fill(&queue).unwrap(), 1);
+        assert!(reader.drained());
         // Room for one largest frame and a half: a second read never starts.
         let queue = queue_with(&[b"a", b"b"]);
         let mut reader = TunReader::new(MAX_FRAME * 3 / 2, 256);
         assert_eq!(reader.fill(&queue).unwrap(), 2, "small frames leave room");
         let queue = queue_with(&[&[1; 40_000], b"b"]);
         assert_eq!(reader.fill(&queue).unwrap(), 1, "a large frame leaves too little");
+        assert!(!reader.drained(), "a full arena: more may be waiting");
         assert_eq!(reader.fill(&queue).unwrap(), 1);
     }
 }

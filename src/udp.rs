@@ -467,13 +467,9 @@ impl Receiver {
                 io::ErrorKind::Interrupted => {}
                 io::ErrorKind::WouldBlock => {
                     self.received.clear();
-                    self.drained = true;
                     return Ok(0);
                 }
-                _ => {
-                    self.drained = true;
-                    return Err(error);
-                }
+                _ => return Err(error),
             }
         };
         // The kernel stops short of the batch when the queue ran dry, or when a later message
@@ -493,8 +489,8 @@ impl Receiver {
         Ok(count)
     }
 
-    /// Whether the last receive emptied the socket's queue (or failed), so that receiving again
-    /// before `poll` says there is more would only cost a system call.
+    /// Whether the last receive that got datagrams also emptied the socket's queue, so that
+    /// receiving again before `poll` says there is more would only cost a system call.
     pub fn drained(&self) -> bool {
         self.drained
     }
