@@ -25,7 +25,8 @@ else
     scripts/deps.sh test
 fi
 
-cargo test --locked
+# Every test binary runs even after one fails, so that one CI log names every failure.
+cargo test --locked --no-fail-fast
 
 fuzzed=
 if cargo +nightly fuzz --version >/dev/null 2>&1; then
