@@ -115,6 +115,19 @@ fn every_datagram_on_the_wire_is_one_ip_packet_within_the_mtu() {
     assert!(full_size > payloads.len() / 2, "{full_size} of {} at the MTU", payloads.len());
 }
 
+/// CPU time (ns) each data-plane thread (`queue-N`) of process `pid` has used so far, once
+/// `count` of them run (the device exists before its threads have all started), at most 5 s on.
+fn queue_threads_started(pid: u32, count: usize) -> Vec<(String, u64)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let threads = queue_thread_runtimes(pid);
+        if threads.len() >= count || std::time::Instant::now() > deadline {
+            return threads;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// CPU time (ns) each data-plane thread (`queue-N`) of process `pid` has used so far.
 fn queue_thread_runtimes(pid: u32) -> Vec<(String, u64)> {
     let mut threads = Vec::new();
@@ -156,7 +169,7 @@ fn threads_get_a_multiqueue_device_and_share_the_traffic_of_several_peers() {
     assert_eq!(queues.split_whitespace().filter(|q| q.starts_with("tx-")).count(), 3, "{queues}");
     let receiver = receiver_in(&a, "192.168.100.1:5003");
 
-    let before = queue_thread_runtimes(lab.pid(da));
+    let before = queue_threads_started(lab.pid(da), 3);
     assert_eq!(before.len(), 3, "{before:?}");
     const PER_PEER: u32 = 700;
     let peers_moved = peers.clone();
@@ -236,7 +249,7 @@ fn one_peers_flows_spread_over_the_threads_by_the_inner_packet() {
         .udptun(&a, &["-A", "10.100.0.2", "-d", "udptun", "--threads", "2", "--address", "192.168.100.1/24"]);
     lab.wait_device(&a, "udptun");
     let receiver = receiver_in(&a, "192.168.100.1:5003");
-    let before = queue_thread_runtimes(lab.pid(da));
+    let before = queue_threads_started(lab.pid(da), 2);
     assert_eq!(before.len(), 2, "{before:?}");
     const PER_FLOW: u32 = 1000;
     common::in_netns(&peer, move || {
