@@ -57,6 +57,8 @@ pub enum DropReason {
     Malformed,
     /// The kernel refused to send a datagram.
     SendError,
+    /// Reading from the TUN failed (the packet the kernel held, if any, is lost).
+    TunReadError,
     /// The kernel refused a packet written to the TUN.
     TunWriteError,
     /// The outer source address is not the peer the inner source address maps to.
@@ -68,11 +70,12 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::NoMapping,
         DropReason::Malformed,
         DropReason::SourceCheck,
         DropReason::SendError,
+        DropReason::TunReadError,
         DropReason::TunWriteError,
         DropReason::Ignored,
     ];
@@ -84,6 +87,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::SourceCheck => "source_check",
             DropReason::SendError => "send_error",
+            DropReason::TunReadError => "tun_read_error",
             DropReason::TunWriteError => "tun_write_error",
             DropReason::Ignored => "ignored",
         }

@@ -328,6 +328,7 @@ fn bursts_of_small_udp_packets_are_written_to_the_tun_without_loss() {
     let sender_log = lab.stop(da);
     let log = lab.stop(db);
     assert!(log.contains("dropped tun_write_error=0"), "{log}");
+    assert_eq!(counter(&sender_log, "dropped tun_read_error"), 0, "{sender_log}");
     // GRO coalesces these bursts into UDP super-packets written to the TUN in one go; before
     // writes were capped at 64 packets the kernel refused whole super-packets.
     assert!(
