@@ -165,12 +165,13 @@ fn threads_get_a_multiqueue_device_and_share_the_traffic_of_several_peers() {
         &["--hosts-file", &hosts, "-d", "udptun", "--threads", "3", "--address", "192.168.100.1/24"],
     );
     lab.wait_device(&a, "udptun");
+    let before = queue_threads_started(lab.pid(da), 3);
+    assert_eq!(before.len(), 3, "{before:?}");
+    // Every queue is attached before the threads start.
     let queues = lab.exec(&a, &["ls", "/sys/class/net/udptun/queues"]);
     assert_eq!(queues.split_whitespace().filter(|q| q.starts_with("tx-")).count(), 3, "{queues}");
     let receiver = receiver_in(&a, "192.168.100.1:5003");
 
-    let before = queue_threads_started(lab.pid(da), 3);
-    assert_eq!(before.len(), 3, "{before:?}");
     const PER_PEER: u32 = 700;
     let peers_moved = peers.clone();
     common::in_netns(&senders, move || {

@@ -21,11 +21,7 @@ fn traffic_resumes_within_a_second_of_the_peer_coming_back() {
 
     let restarted = lab.spoke(&b, 2, &[]);
     // Measured from the moment the restarted peer says it is listening (device set up).
-    assert!(
-        wait_until(Duration::from_secs(10), || lab.log(restarted).contains("listening on")),
-        "{}",
-        lab.log(restarted)
-    );
+    lab.wait_started(restarted);
     let back = Instant::now();
     let resumed = wait_until(Duration::from_secs(1), || {
         lab.output(&a, &["ping", "-c", "1", "-W", "0.2", "192.168.100.2"]).status.success()

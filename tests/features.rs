@@ -387,6 +387,7 @@ fn sighup_refetches_the_hosts_url_at_once() {
     lab.spoke(&h3, 3, &[]);
     lab.wait_device(&h1, "udptun");
     lab.wait_device(&h3, "udptun");
+    lab.wait_started(d1);
     assert_eq!(server.hits("/hosts.json"), 1);
     // Not in the document yet; the next fetch is an hour away.
     lab.exec(&h1, &["ip", "route", "add", "10.99.0.0/24", "dev", "udptun"]);
@@ -472,11 +473,9 @@ fn privileges_are_dropped_and_reloads_still_work() {
     );
     lab.spoke(&b, 2, &[]);
     lab.wait_device(&a, "udptun");
-    assert!(
-        wait_until(Duration::from_secs(5), || lab.log(da).contains("now running as uid 65534")),
-        "{}",
-        lab.log(da)
-    );
+    // Started: privileges dropped, capabilities cleared and the resolver threads running.
+    lab.wait_started(da);
+    assert!(lab.log(da).contains("now running as uid 65534"), "{}", lab.log(da));
     let status = common::daemon_status(&a);
     assert!(status.lines().any(|l| l.starts_with("Uid:\t65534\t65534\t65534")), "{status}");
     common::assert_no_capabilities(lab.pid(da));

@@ -97,6 +97,7 @@ fn an_ipv6_socket_reaches_ipv4_peers() {
     lab.spoke(&b, 2, &[]);
     lab.wait_device(&a, "udptun");
     lab.wait_device(&b, "udptun");
+    lab.wait_started(da);
     assert!(lab.log(da).contains("listening on [::]:7777"), "{}", lab.log(da));
     lab.assert_ping(&a, "192.168.100.2");
     lab.assert_ping(&b, "192.168.100.1");

@@ -39,10 +39,12 @@ fn show_lists_peers_with_their_traffic_as_a_table_and_as_json() {
     let hosts = lab.file("hosts.json", HOSTS);
     let a = lab.host("a", "10.100.0.1/24");
     let b = lab.host("b", "10.100.0.2/24");
-    lab.udptun(&a, &["--hosts-file", &hosts, "-d", "sa", "--address", "192.168.100.1/24", "--threads", "1"]);
-    lab.udptun(&b, &["--hosts-file", &hosts, "-d", "sb", "--address", "192.168.100.2/24"]);
-    lab.wait_device(&a, "sa");
-    lab.wait_device(&b, "sb");
+    let da = lab
+        .udptun(&a, &["--hosts-file", &hosts, "-d", "sa", "--address", "192.168.100.1/24", "--threads", "1"]);
+    let db = lab.udptun(&b, &["--hosts-file", &hosts, "-d", "sb", "--address", "192.168.100.2/24"]);
+    // Started, so addressed: the ping below must not fail (its counts are asserted exactly).
+    lab.wait_started(da);
+    lab.wait_started(db);
     lab.exec(&a, &["ping", "-c", "5", "-i", "0.2", "-W", "2", "192.168.100.2"]);
 
     let table = show(&lab, &a, &[]);
@@ -104,7 +106,7 @@ fn show_refuses_other_users_and_says_when_no_daemon_runs() {
     assert!(said.contains("no udptun daemon runs in this network namespace"), "{said}");
 
     let daemon = lab.udptun(&a, &["-A", "10.100.0.2", "-d", "sr"]);
-    lab.wait_device(&a, "sr");
+    lab.wait_started(daemon);
     assert!(show(&lab, &a, &["sr"]).starts_with("device sr"));
     let refused = lab.output(
         &a,

@@ -82,6 +82,7 @@ fn unmapped_destination_answers_destination_host_unreachable() {
     let ns = lab.host("h1", "10.100.0.1/24");
     let daemon = lab.udptun(&ns, &["--hosts-file", &hosts, "-d", "udptun"]);
     lab.tunnel_up(&ns, "udptun", "192.168.100.1/24");
+    lab.wait_started(daemon);
     let out = lab.output(&ns, &["ping", "-c", "2", "-i", "0.2", "-W", "1", "192.168.100.9"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("From 192.168.100.9 icmp_seq=1 Destination Host Unreachable"), "{stdout}");
@@ -98,6 +99,9 @@ fn a_flood_to_an_unmapped_address_draws_icmp_errors_at_the_rate_limit_only() {
     let metrics = "127.0.0.1:9100";
     lab.udptun(&ns, &["--hosts-file", &hosts, "-d", "udptun", "--metrics-listen", metrics]);
     lab.tunnel_up(&ns, "udptun", "192.168.100.1/24");
+    // Room for 4 s of the flood: a daemon held off the CPU by a sibling test for more than 100
+    // ms would otherwise lose datagrams in the TUN's queue (500 by default), not in udptun.
+    lab.exec(&ns, &["ip", "link", "set", "udptun", "txqueuelen", "20000"]);
     lab.wait_metrics(&ns, metrics);
     let no_mapping = "udptun_dropped_packets_total{reason=\"no_mapping\"}";
     let suppressed = "udptun_icmp_errors_suppressed_total";

@@ -357,6 +357,14 @@ impl Lab {
         assert!(appeared, "{dev} did not appear in {ns}; logs: {}", self.all_logs());
     }
 
+    /// Waits until daemon `index` has logged its start-up line ("... listening on ..."): its
+    /// first table is loaded, its addresses set and its privileges dropped. The device appears
+    /// before all that, so [`Lab::wait_device`] alone does not say the daemon is ready.
+    pub fn wait_started(&self, index: usize) {
+        let started = wait_until(Duration::from_secs(10), || self.log(index).contains("listening on"));
+        assert!(started, "daemon {index} did not start:\n{}", self.log(index));
+    }
+
     /// Waits for `dev` in `ns`, then addresses it with `cidr` and sets it up.
     pub fn tunnel_up(&self, ns: &str, dev: &str, cidr: &str) {
         self.wait_device(ns, dev);
