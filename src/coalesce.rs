@@ -19,7 +19,7 @@ use crate::packet::{
     self, IPV4_HEADER_LEN, IPV6_HEADER_LEN, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_HEADER_LEN, TCP_PSH,
     UDP_HEADER_LEN,
 };
-use crate::split::{FLAG_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VIRTIO_HEADER_LEN, VirtioHeader};
+use crate::virtio::{FLAG_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VIRTIO_HEADER_LEN, VirtioHeader};
 
 /// The most segments in one super-packet: the kernel refuses a UDP one of more than
 /// UDP_MAX_SEGMENTS (64 on older kernels); TCP ones are held to the same, which also bounds a

@@ -23,6 +23,7 @@ use crate::split::{self, Segment};
 use crate::stats::{DropReason, RateLimit, Shared, TokenBucket, Traffic, clock_ms, clock_ns};
 use crate::tun::{self, TunReader, TunWriter};
 use crate::udp::{self, Receiver, Sender};
+use crate::virtio;
 
 /// Frames per TUN → UDP batch, and the arena they are read into: hundreds of small packets, or
 /// at least four 64 KiB TSO super-packets (each up to [`split::MAX_SEGMENTS_PER_FRAME`] datagrams).
@@ -310,8 +311,8 @@ impl TunToUdp {
             segments: Vec::new(),
             outgoing: Vec::with_capacity(OUTBOUND_BATCH),
             failed: Vec::new(),
-            reply: vec![0u8; split::VIRTIO_HEADER_LEN + MAX_PACKET],
-            reply_offset: if options.tun_offload { split::VIRTIO_HEADER_LEN } else { 0 },
+            reply: vec![0u8; virtio::VIRTIO_HEADER_LEN + MAX_PACKET],
+            reply_offset: if options.tun_offload { virtio::VIRTIO_HEADER_LEN } else { 0 },
             sender: Sender::new(options.gso),
         }
     }

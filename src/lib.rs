@@ -1,7 +1,7 @@
 //! udptun: IP packets over UDP in user space, in the Linux FOU direct wire format.
 //!
 //! The pure core (`packet`, `prefix`, `peers`, `hosts`, `config`, `keepalive`, `batch`,
-//! `signature`, `steer`, `poll`) decides
+//! `virtio`, `split`, `coalesce`, `signature`, `steer`, `poll`) decides
 //! and does no I/O; the edges (`tun`, `udp`, `fetch`, `netlink`, `metrics`) do the I/O;
 //! `control` keeps the peer table current and `datapath` moves packets; `daemon` starts them in
 //! order and waits for signals. The binary (`main.rs`) parses the command line, sets up logging
@@ -34,3 +34,4 @@ pub mod stats;
 pub mod steer;
 pub mod tun;
 pub mod udp;
+pub mod virtio;

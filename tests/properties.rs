@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use udptun::packet::{self, Malformed, Malformed::*};
 use udptun::prefix::{Prefix, PrefixMap};
-use udptun::{coalesce, hosts, split};
+use udptun::{coalesce, hosts, split, virtio};
 
 /// RFC 1071 the slow way: 64-bit sum of padded 16-bit words, folded once at the end.
 fn naive_checksum(data: &[u8]) -> u16 {
@@ -377,7 +377,7 @@ fn fix_checksums(packet: &mut [u8]) {
 /// packet or the super-packet's headers and payloads). Each segment gets the headers with its
 /// lengths, IPv4 ID (+1 each), TCP sequence number, PSH only on the last, and fresh checksums.
 fn split_write(write: &[u8]) -> Vec<Vec<u8>> {
-    let (virtio, packet) = write.split_at(split::VIRTIO_HEADER_LEN);
+    let (virtio, packet) = write.split_at(virtio::VIRTIO_HEADER_LEN);
     if virtio[1] == 0 {
         assert_eq!(virtio, [0; 10], "a packet alone has an all-zero header");
         return vec![packet.to_vec()];
@@ -427,7 +427,7 @@ proptest! {
         let mut out = Vec::new();
         for write in coalescer.writes() {
             let bytes = [write.header.to_vec(), write.payloads(&slices).collect::<Vec<_>>().concat()].concat();
-            prop_assert!(bytes.len() - split::VIRTIO_HEADER_LEN <= coalesce::MAX_SUPER_PACKET);
+            prop_assert!(bytes.len() - virtio::VIRTIO_HEADER_LEN <= coalesce::MAX_SUPER_PACKET);
             let segments = split_write(&bytes);
             prop_assert_eq!(segments.len(), write.segments());
             prop_assert!(segments.len() <= coalesce::MAX_SEGMENTS_PER_WRITE);
@@ -486,7 +486,7 @@ fn super_packet(
         // NOP options, so the header stays well formed.
         l4[20..].fill(1);
     }
-    let virtio = split::VirtioHeader {
+    let virtio = virtio::VirtioHeader {
         flags: 1,
         gso_type: match (tcp, v6) {
             (false, _) => 5,
@@ -532,7 +532,7 @@ proptest! {
         let hdr_len = (if v6 { 40 } else { 20 }) + if tcp { 20 + options } else { 8 };
         let mut joined = Vec::new();
         for (i, segment) in segments.iter().enumerate() {
-            prop_assert!(segment.payload.start >= split::VIRTIO_HEADER_LEN && segment.payload.end <= frame.len());
+            prop_assert!(segment.payload.start >= virtio::VIRTIO_HEADER_LEN && segment.payload.end <= frame.len());
             let packet = [&headers[segment.header.clone()], &frame[segment.payload.clone()]].concat();
             prop_assert!(packet.len() <= hdr_len + usize::from(gso_size));
             prop_assert!(packet::check(&packet).is_ok(), "segment {} is no valid IP packet", i);

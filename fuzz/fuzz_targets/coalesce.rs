@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use udptun::coalesce::{Coalescer, MAX_SEGMENTS_PER_WRITE, MAX_SUPER_PACKET};
 use udptun::packet;
-use udptun::split::VIRTIO_HEADER_LEN;
+use udptun::virtio::VIRTIO_HEADER_LEN;
 
 /// Bytes per packet description: kind, length (2), sequence step, TCP flags, byte to change
 /// (2), its XOR.

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use udptun::split;
+use udptun::{split, virtio};
 
 fuzz_target!(|data: &[u8]| {
     let mut frame = data.to_vec();
@@ -20,9 +20,9 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(()) => {
             assert!((1..=split::MAX_SEGMENTS_PER_FRAME).contains(&segments.len()));
-            let mut end = split::VIRTIO_HEADER_LEN;
+            let mut end = virtio::VIRTIO_HEADER_LEN;
             for segment in &segments {
-                assert!(segment.payload.start >= split::VIRTIO_HEADER_LEN);
+                assert!(segment.payload.start >= virtio::VIRTIO_HEADER_LEN);
                 assert!(segment.payload.start <= segment.payload.end && segment.payload.end <= frame.len());
                 assert_eq!(segment.payload.start, end.max(segment.payload.start), "payloads overlap");
                 end = segment.payload.end;
