@@ -45,8 +45,8 @@ def med(values):
     return statistics.median(values) if values else float("nan")
 rows = {}
 for label in labels:
-    results = [r for path in sorted(glob.glob(f"{work}/{label}-*.json")) for r in json.load(open(path))["results"]]
     runs = [json.load(open(path)) for path in sorted(glob.glob(f"{work}/{label}-*.json"))]
+    results = [r for run in runs for r in run["results"]]
     cpu = [cpu_per_gb(r, run["meta"].get("duration_s", 5)) for run in runs for r in run["results"]]
     rows[label] = [med([r.get(k) for r in results]) for k in ("tcp_gbps", "udp_rx_kpps", "ping_avg_us")] + [med(cpu), len(results)]
 meta = json.load(open(glob.glob(f"{work}/{labels[0]}-*.json")[0]))["meta"]

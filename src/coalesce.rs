@@ -496,8 +496,7 @@ mod tests {
         header[..VIRTIO_HEADER_LEN].to_vec()
     }
 
-    fn virtio(gso_type: u8, hdr_len: u16, gso_size: u16, start: u16, offset: u16) -> Vec<u8> {
-        let (csum_start, csum_offset) = (start, offset);
+    fn virtio(gso_type: u8, hdr_len: u16, gso_size: u16, csum_start: u16, csum_offset: u16) -> Vec<u8> {
         VirtioHeader { flags: FLAG_NEEDS_CSUM, gso_type, hdr_len, gso_size, csum_start, csum_offset }
             .to_bytes()
             .to_vec()

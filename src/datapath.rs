@@ -327,9 +327,7 @@ impl TunToUdp {
             Err(e) if tun::is_gone(&e) => return Err(gone(e)),
             Err(e) => {
                 warn_limited!(limits.tun_read_error, "reading from the TUN failed: {e}");
-                let mut tally = Tally::default();
-                tally.drop(DropReason::TunReadError, 1);
-                tally.publish(shared);
+                shared.stats.drop(DropReason::TunReadError, 1);
                 return Ok(Progress::Empty);
             }
         }
