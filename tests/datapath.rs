@@ -164,7 +164,8 @@ fn threads_get_a_multiqueue_device_and_share_the_traffic_of_several_peers() {
         &a,
         &["--hosts-file", &hosts, "-d", "udptun", "--threads", "3", "--address", "192.168.100.1/24"],
     );
-    lab.wait_device(&a, "udptun");
+    // The receiver binds to the tunnel address, which the daemon sets after creating the device.
+    lab.wait_started(da);
     let before = queue_threads_started(lab.pid(da), 3);
     assert_eq!(before.len(), 3, "{before:?}");
     // Every queue is attached before the threads start.
@@ -248,7 +249,8 @@ fn one_peers_flows_spread_over_the_threads_by_the_inner_packet() {
     let peer = lab.host("peer", "10.100.0.2/24");
     let da = lab
         .udptun(&a, &["-A", "10.100.0.2", "-d", "udptun", "--threads", "2", "--address", "192.168.100.1/24"]);
-    lab.wait_device(&a, "udptun");
+    // The receiver binds to the tunnel address, which the daemon sets after creating the device.
+    lab.wait_started(da);
     let receiver = receiver_in(&a, "192.168.100.1:5003");
     let before = queue_threads_started(lab.pid(da), 2);
     assert_eq!(before.len(), 2, "{before:?}");
