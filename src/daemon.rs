@@ -180,12 +180,9 @@ pub fn run(cli: &Cli) -> Result<()> {
     let resolver = Resolver::new(family, cli.resolve_timeout)?;
     let (control, table) = Control::start(source, resolver, policy)?;
     control::release_free_memory();
-    tracing::info!(
-        "device {} (mtu {}), listening on {local}, {threads} thread(s), offloads: tun {}, gso {gso}, gro {gro}",
-        device.name,
-        cli.mtu(),
-        device.offload,
-    );
+    // Nothing slow is left: from here a signal waits for the loop below, which shuts down
+    // cleanly, with the summary.
+    started.store(true, Relaxed);
 
     table.start_holds(stats::clock_ms());
     let shared = Arc::new(Shared::new(table, control.table_origin()));
@@ -230,8 +227,14 @@ pub fn run(cli: &Cli) -> Result<()> {
         .name("control".into())
         .spawn(move || control.run(control_shared, timing, command_queue))?;
 
-    // Ready: the device is configured and the first table is loaded.
-    started.store(true, Relaxed);
+    // Ready: the device is configured, the first table is loaded and every thread runs. Tests
+    // and operators take this line to mean so.
+    tracing::info!(
+        "device {} (mtu {}), listening on {local}, {threads} thread(s), offloads: tun {}, gso {gso}, gro {gro}",
+        device.name,
+        cli.mtu(),
+        device.offload,
+    );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     loop {

@@ -138,8 +138,9 @@ fn the_old_table_serves_while_the_hosts_server_is_away_and_the_new_one_applies_o
         daemons.push(lab.udptun(&ns, &[&args[..], &["--address", &format!("192.168.100.{i}/24")]].concat()));
         namespaces.push(ns);
     }
-    for ns in &namespaces {
-        lab.wait_device(ns, "udptun");
+    // Each daemon's first fetch must succeed before the server goes away, or it exits.
+    for daemon in &daemons {
+        lab.wait_started(*daemon);
     }
     lab.assert_ping(&namespaces[0], "192.168.100.2");
 

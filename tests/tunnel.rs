@@ -19,6 +19,9 @@ fn one_to_one(lab: &mut Lab, extra: &[&str]) -> (String, String, usize, usize) {
     let db = lab.udptun(&b, &args_b);
     lab.tunnel_up(&a, "udptun", "192.168.100.1/24");
     lab.tunnel_up(&b, "udptun", "192.168.100.2/24");
+    // A signal before the start-up line ends a daemon at once, without its summary.
+    lab.wait_started(da);
+    lab.wait_started(db);
     (a, b, da, db)
 }
 
@@ -444,6 +447,7 @@ fn runs_as_an_unprivileged_user_with_cap_net_admin_alone() {
     lab.tunnel_up(&a, "udptun", "192.168.100.1/24");
     lab.tunnel_up(&b, "udptun", "192.168.100.2/24");
     lab.assert_ping(&b, "192.168.100.1");
+    lab.wait_started(da);
     let status = common::daemon_status(&a);
     assert!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("65534")), "{status}");
     assert!(lab.log(da).contains("device udptun"), "{}", lab.log(da));

@@ -358,7 +358,8 @@ impl Lab {
     }
 
     /// Waits until daemon `index` has logged its start-up line ("... listening on ..."): its
-    /// first table is loaded, its addresses set and its privileges dropped. The device appears
+    /// first table is loaded, its addresses set, its privileges dropped and its threads running;
+    /// a signal from then on gets a clean shutdown with the summary. The device appears
     /// before all that, so [`Lab::wait_device`] alone does not say the daemon is ready.
     pub fn wait_started(&self, index: usize) {
         let started = wait_until(Duration::from_secs(10), || self.log(index).contains("listening on"));
@@ -382,8 +383,9 @@ impl Lab {
             &[&["-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24"], extra].concat(),
         );
         let db = self.spoke(&b, 2, extra);
-        self.wait_device(&a, "udptun");
-        self.wait_device(&b, "udptun");
+        // Started, not only pingable: a signal before the start-up line ends a daemon at once.
+        self.wait_started(da);
+        self.wait_started(db);
         self.assert_ping(&a, "192.168.100.2");
         (a, b, da, db)
     }
