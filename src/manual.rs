@@ -240,8 +240,8 @@ fn signals(page: &mut Roff) {
     item(
         page,
         "SIGTERM, SIGINT",
-        "Exit with status 0 and a summary of packets, bytes and drops, at any time, also while the \
-         first table loads. The device goes away with the process.",
+        "Exit with status 0 and a summary of packets, bytes and drops. While the first table \
+         loads, exit at once. The device goes away with the process.",
     );
 }
 
