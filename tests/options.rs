@@ -95,7 +95,6 @@ fn an_ipv6_socket_reaches_ipv4_peers() {
     let da =
         lab.udptun(&a, &["-a", "::", "-A", "10.100.0.2", "-d", "udptun", "--address", "192.168.100.1/24"]);
     lab.spoke(&b, 2, &[]);
-    lab.wait_device(&a, "udptun");
     lab.wait_device(&b, "udptun");
     lab.wait_started(da);
     assert!(lab.log(da).contains("listening on [::]:7777"), "{}", lab.log(da));

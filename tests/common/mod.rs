@@ -426,16 +426,6 @@ impl Lab {
         assert!(up, "no metrics on {addr} in {ns}; logs:\n{}", self.all_logs());
     }
 
-    /// Waits until the udptun in `ns` has its SIGHUP handler (before, SIGHUP would kill it).
-    pub fn wait_sighup_handler(&self, ns: &str) {
-        let caught = wait_until(Duration::from_secs(10), || {
-            let status = daemon_status(ns);
-            let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(str::trim).unwrap_or("0");
-            u64::from_str_radix(mask, 16).is_ok_and(|mask| mask & (1 << (libc::SIGHUP - 1)) != 0)
-        });
-        assert!(caught, "udptun in {ns} does not catch SIGHUP; logs:\n{}", self.all_logs());
-    }
-
     /// Process id of daemon `index` (the `ip netns exec` wrapper execs the program, keeping it).
     pub fn pid(&self, index: usize) -> u32 {
         self.daemons[index].id()
